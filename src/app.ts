@@ -1,0 +1,62 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { Logger } from 'pino';
+import type { Config } from './config.ts';
+import type { Clock } from './clock.ts';
+import type { Sql } from './db/connection.ts';
+import { installErrorHandler } from './http/errors.ts';
+import { healthRoutes } from './http/health-routes.ts';
+import { stripeWebhookRoutes } from './stripe/webhook-route.ts';
+import { productEventRoutes } from './events/routes.ts';
+
+/** Everything the HTTP layer needs, passed in explicitly (no module-level singletons). */
+export interface AppDeps {
+  config: Config;
+  sql: Sql;
+  clock: Clock;
+  logger: Logger;
+}
+
+/** Builds the Fastify app; `server.ts` owns the process (listening, workers, shutdown). */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  // Cast: Fastify infers its type from the pino Logger, which is wider than FastifyBaseLogger.
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    // Segment allows 500 KB per batch request; single calls are far smaller (32 KB per event).
+    bodyLimit: 512 * 1024,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // Stripe payloads and Segment batches can nest deeply; AJV coercion would hide bad input.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    return503OnClosing: true,
+  }) as unknown as FastifyInstance;
+
+  installErrorHandler(app);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Lifeline API',
+        version: '0.1.0',
+        description:
+          'Stripe webhooks and Segment-style product events in; lifecycle workflows, emails and recovery reports out.',
+      },
+      components: {
+        securitySchemes: {
+          writeKey: { type: 'http', scheme: 'bearer', description: 'LIFELINE_WRITE_KEY (or HTTP Basic with the key as user name)' },
+          adminToken: { type: 'http', scheme: 'bearer', description: 'LIFELINE_ADMIN_TOKEN' },
+        },
+      },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  await app.register(healthRoutes, deps);
+  await app.register(async (scope) => stripeWebhookRoutes(scope, deps));
+  await app.register(async (scope) => productEventRoutes(scope, deps));
+
+  return app;
+}

@@ -1,0 +1,110 @@
+// Configuration is read once, at start-up, from environment variables into a typed object.
+// A malformed value stops start-up with one line naming the variable and what it expects.
+// A missing *secret* does not: the route that needs it answers 503 explaining what to set.
+
+export const ROLES = ['all', 'api', 'worker'] as const;
+export type Role = (typeof ROLES)[number];
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface Config {
+  port: number;
+  host: string;
+  /** undefined → start embedded PostgreSQL */
+  databaseUrl: string | undefined;
+  embeddedPg: { dataDir: string; port: number };
+  stripeWebhookSecret: string | undefined;
+  stripeSecretKey: string | undefined;
+  writeKey: string | undefined;
+  adminToken: string | undefined;
+  publicUrl: string;
+  role: Role;
+  logLevel: LogLevel;
+  /** Max connections of our own postgres.js pool (pg-boss has its own). */
+  dbPoolMax: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected an integer from ${min} to ${max}`);
+  }
+  return Number(raw);
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected one of ${allowed.join(' | ')}`);
+  }
+  return raw as T;
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = str(env, name);
+  if (raw === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} is invalid: expected a URL like ${protocols[0]}//host/…`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(`${name} is invalid: expected a ${protocols.join(' or ')} URL, got ${parsed.protocol}`);
+  }
+  return raw;
+}
+
+function secret(env: Env, name: string, prefix?: string): string | undefined {
+  const raw = str(env, name);
+  if (raw === undefined) return undefined;
+  // Never echo the value: it is a secret.
+  if (prefix && !raw.startsWith(prefix)) {
+    throw new ConfigError(`${name} is invalid: expected a value starting with "${prefix}"`);
+  }
+  return raw;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const port = int(env, 'PORT', 3000, 0, 65535);
+  return {
+    port,
+    host: str(env, 'HOST') ?? '0.0.0.0',
+    databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
+    embeddedPg: {
+      dataDir: str(env, 'LIFELINE_DATA_DIR') ?? '.lifeline/pgdata',
+      port: int(env, 'EMBEDDED_PG_PORT', 54329, 1, 65535),
+    },
+    stripeWebhookSecret: secret(env, 'STRIPE_WEBHOOK_SECRET', 'whsec_'),
+    stripeSecretKey: secret(env, 'STRIPE_SECRET_KEY', 's'), // sk_… or rk_… (restricted) keys
+    writeKey: secret(env, 'LIFELINE_WRITE_KEY'),
+    adminToken: secret(env, 'LIFELINE_ADMIN_TOKEN'),
+    publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
+    role: oneOf(env, 'ROLE', ROLES, 'all'),
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
+    dbPoolMax: int(env, 'DB_POOL_MAX', 10, 1, 200),
+  };
+}
+
+/** Which optional features are off, for one start-up warning line. */
+export function missingSecrets(config: Config): string[] {
+  const missing: string[] = [];
+  if (!config.stripeWebhookSecret) missing.push('STRIPE_WEBHOOK_SECRET (POST /webhooks/stripe answers 503)');
+  if (!config.writeKey) missing.push('LIFELINE_WRITE_KEY (events API answers 503)');
+  if (!config.adminToken) missing.push('LIFELINE_ADMIN_TOKEN (admin APIs answer 503)');
+  return missing;
+}

@@ -1,0 +1,33 @@
+import postgres from 'postgres';
+
+export type Sql = postgres.Sql<{ bigint: number }>;
+
+// int8 columns (ids, amounts in minor units) come back as JS numbers: every value we store is
+// far below 2^53 (amounts in minor units, serial ids), and numbers keep the code plain.
+export function createSql(url: string, options: { max?: number; applicationName?: string } = {}): Sql {
+  return postgres(url, {
+    max: options.max ?? 10,
+    onnotice: () => {},
+    connection: { application_name: options.applicationName ?? 'lifeline' },
+    types: {
+      bigint: {
+        to: 20,
+        from: [20],
+        serialize: (x: number) => String(x),
+        parse: (x: string) => Number(x),
+      },
+    },
+  }) as Sql;
+}
+
+/** Database URL with a different database name (tests and the embedded default use this). */
+export function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+/** A transaction handle (inside `sql.begin`). */
+export type Tx = postgres.TransactionSql<{ bigint: number }>;
+/** Anything that can run a query: the pool or a transaction. */
+export type Queryable = postgres.ISql<{ bigint: number }>;

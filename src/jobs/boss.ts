@@ -1,0 +1,28 @@
+// pg-boss owns its own `pg` pool (never our postgres.js client: see engineering notes).
+import { PgBoss } from 'pg-boss';
+import type { Logger } from 'pino';
+import type { Role } from '../config.ts';
+
+/** Queues Lifeline uses; created (idempotently) at start-up before anything sends to them. */
+export const QUEUES: { name: string; options: Record<string, unknown> }[] = [];
+
+export async function startBoss(options: { databaseUrl: string; role: Role; logger: Logger; max?: number }): Promise<PgBoss> {
+  const worker = options.role !== 'api';
+  const boss = new PgBoss({
+    connectionString: options.databaseUrl,
+    schema: 'pgboss',
+    max: options.max ?? 4,
+    application_name: 'lifeline-boss',
+    // Maintenance and cron belong to worker instances; API instances only send.
+    supervise: worker,
+    schedule: worker,
+    useListenNotify: worker,
+  });
+  // Without an error listener an error event would crash the process.
+  boss.on('error', (err: Error) => options.logger.error({ error: err.message }, 'pg-boss error'));
+  await boss.start();
+  for (const q of QUEUES) {
+    await boss.createQueue(q.name, q.options);
+  }
+  return boss;
+}

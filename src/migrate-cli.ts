@@ -1,0 +1,13 @@
+// `npm run migrate`: apply pending migrations to DATABASE_URL (or the embedded database) and exit.
+import { loadConfig } from './config.ts';
+import { startEmbeddedPostgres } from './db/embedded.ts';
+import { runMigrations } from './db/migrate.ts';
+
+const config = loadConfig();
+const embedded = config.databaseUrl ? null : await startEmbeddedPostgres(config.embeddedPg);
+try {
+  await runMigrations(config.databaseUrl ?? embedded!.url);
+  console.log('lifeline: migrations applied');
+} finally {
+  await embedded?.stop();
+}

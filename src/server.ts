@@ -1,0 +1,34 @@
+// The process: read config, start the service, listen, shut down cleanly on SIGTERM/SIGINT.
+import closeWithGrace from 'close-with-grace';
+import { ConfigError, loadConfig, missingSecrets } from './config.ts';
+import { createLogger } from './logger.ts';
+import { startService } from './service.ts';
+
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (err instanceof ConfigError) {
+    console.error(`lifeline: configuration error: ${err.message}`);
+    process.exit(1);
+  }
+  throw err;
+}
+
+const logger = createLogger(config.logLevel);
+for (const missing of missingSecrets(config)) logger.warn(`not configured: ${missing}`);
+
+const service = await startService({ config, logger });
+
+closeWithGrace({ delay: 20_000, logger }, async ({ signal, err }) => {
+  if (err) logger.error({ err }, 'shutting down after an error');
+  else logger.info({ signal }, 'shutting down');
+  await service.stop();
+});
+
+if (service.app) {
+  await service.app.listen({ port: config.port, host: config.host });
+  logger.info(`Lifeline (${config.role}) listening on ${config.publicUrl} — API docs at ${config.publicUrl}/docs`);
+} else {
+  logger.info('Lifeline worker started');
+}

@@ -1,0 +1,74 @@
+// Wires one Lifeline instance: database (external or embedded), migrations, pools, pg-boss,
+// the HTTP app (api role) and the background consumers (worker role). server.ts owns the
+// process; tests and the benchmark start services through this function too.
+import type { FastifyInstance } from 'fastify';
+import type { PgBoss } from 'pg-boss';
+import type { Logger } from 'pino';
+import { buildApp } from './app.ts';
+import { systemClock, type Clock } from './clock.ts';
+import type { Config } from './config.ts';
+import { createSql, type Sql } from './db/connection.ts';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
+import { runMigrations } from './db/migrate.ts';
+import { startBoss } from './jobs/boss.ts';
+import { createInboxConsumer, type InboxConsumer } from './worker/inbox-consumer.ts';
+
+export interface Service {
+  config: Config;
+  databaseUrl: string;
+  sql: Sql;
+  boss: PgBoss;
+  app: FastifyInstance | null;
+  inbox: InboxConsumer;
+  /** Shutdown in phases: stop taking requests, finish in-flight work, stop jobs, close pools, stop the database. */
+  stop(): Promise<void>;
+}
+
+export async function startService(options: {
+  config: Config;
+  logger: Logger;
+  clock?: Clock;
+  /** do not start background loops (tests drive them explicitly) */
+  manualWorkers?: boolean;
+}): Promise<Service> {
+  const { config, logger } = options;
+  const clock = options.clock ?? systemClock;
+  let embedded: EmbeddedDatabase | null = null;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    logger.info({ dataDir: config.embeddedPg.dataDir, port: config.embeddedPg.port }, 'DATABASE_URL not set: starting embedded PostgreSQL');
+    embedded = await startEmbeddedPostgres({ ...config.embeddedPg, logger });
+    databaseUrl = embedded.url;
+  }
+  try {
+    await runMigrations(databaseUrl);
+    const sql = createSql(databaseUrl, { max: config.dbPoolMax });
+    const boss = await startBoss({ databaseUrl, role: config.role, logger });
+    const inbox = createInboxConsumer({ sql, clock, logger });
+    const worker = config.role !== 'api';
+    if (worker && !options.manualWorkers) await inbox.start();
+    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger }) : null;
+
+    let stopped = false;
+    return {
+      config,
+      databaseUrl,
+      sql,
+      boss,
+      app,
+      inbox,
+      async stop() {
+        if (stopped) return;
+        stopped = true;
+        if (app) await app.close(); // 1. stop taking requests, let in-flight ones finish
+        await inbox.stop(); // 2. finish the batch in flight
+        await boss.stop({ graceful: true, timeout: 10_000 }); // 3. finish jobs, stop pg-boss
+        await sql.end({ timeout: 5 }); // 4. close our pool
+        if (embedded) await embedded.stop(); // 5. stop the embedded database
+      },
+    };
+  } catch (err) {
+    if (embedded) await embedded.stop().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,70 @@
+import Stripe from 'stripe';
+import type { FastifyInstance } from 'fastify';
+import type { AppDeps } from '../app.ts';
+import { HttpError, ErrorSchema } from '../http/errors.ts';
+import { storeStripeEvent, type StripeEnvelope } from './event-inbox.ts';
+
+const AckSchema = {
+  type: 'object',
+  properties: { received: { type: 'boolean' }, duplicate: { type: 'boolean' } },
+  required: ['received', 'duplicate'],
+} as const;
+
+/**
+ * POST /webhooks/stripe. Registered in its own scope so the JSON parser here keeps the raw
+ * bytes: the signature is computed over them, and re-serialized JSON would not verify.
+ */
+export async function stripeWebhookRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.post(
+    '/webhooks/stripe',
+    {
+      schema: {
+        summary: 'Receive a Stripe webhook event',
+        description:
+          'Verifies the Stripe-Signature header against the raw body, stores the event once (keyed by event id) and acknowledges; processing is asynchronous. 400 on a missing or bad signature, 503 when STRIPE_WEBHOOK_SECRET is unset or the event could not be stored (Stripe retries).',
+        tags: ['webhooks'],
+        headers: { type: 'object', properties: { 'stripe-signature': { type: 'string' } } },
+        response: { 200: AckSchema, 400: ErrorSchema, 503: ErrorSchema },
+      },
+    },
+    async (request) => {
+      const secret = deps.config.stripeWebhookSecret;
+      if (!secret) {
+        throw new HttpError(503, 'not_configured', 'Stripe webhooks are disabled: set STRIPE_WEBHOOK_SECRET (whsec_…) to enable them');
+      }
+      const signature = request.headers['stripe-signature'];
+      if (typeof signature !== 'string' || signature === '') {
+        throw new HttpError(400, 'missing_signature', 'Missing Stripe-Signature header');
+      }
+      const raw = request.body;
+      if (!Buffer.isBuffer(raw) || raw.length === 0) {
+        throw new HttpError(400, 'empty_body', 'Empty request body');
+      }
+      let event: StripeEnvelope;
+      try {
+        const nowSeconds = Math.floor(deps.clock.now().getTime() / 1000);
+        event = Stripe.webhooks.constructEvent(raw, signature, secret, undefined, undefined, nowSeconds) as unknown as StripeEnvelope;
+      } catch (err) {
+        // The SDK's message can quote the payload: log only the kind of failure.
+        request.log.info({ reason: (err as { type?: string }).type ?? 'parse_error' }, 'stripe signature rejected');
+        throw new HttpError(400, 'invalid_signature', 'Stripe signature verification failed (wrong secret, modified body or timestamp outside the tolerance)');
+      }
+      if (typeof event.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number' || !event.data?.object) {
+        throw new HttpError(400, 'invalid_event', 'Signed payload is not a Stripe event (id, type, created, data.object)');
+      }
+      let inserted: boolean;
+      try {
+        inserted = await storeStripeEvent(deps.sql, event, raw.toString('utf8'), deps.clock.now());
+      } catch (err) {
+        request.log.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code }, eventId: event.id }, 'could not store stripe event');
+        // Never acknowledge an event we did not keep: Stripe retries on 5xx.
+        throw new HttpError(503, 'storage_unavailable', 'The event could not be stored; retry later', undefined, { 'retry-after': '5' });
+      }
+      request.log.info({ eventId: event.id, type: event.type, duplicate: !inserted }, 'stripe event stored');
+      return { received: true, duplicate: !inserted };
+    },
+  );
+}

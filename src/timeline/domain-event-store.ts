@@ -1,0 +1,33 @@
+// SQL for the timeline: every processed fact (Stripe-derived or product) as one domain event,
+// attached to a contact and/or account. The workflow engine consumes this table.
+import type { Queryable } from '../db/connection.ts';
+
+export const DOMAIN_EVENT_CHANNEL = 'lifeline_domain_events';
+
+export interface DomainEventInput {
+  name: string;
+  source: 'stripe' | 'product';
+  sourceId: string;
+  /** Unique per fact: a redelivered or duplicated source event maps to the same key. */
+  dedupeKey: string;
+  contactId: number | null;
+  accountId: number | null;
+  stripeCustomerId: string | null;
+  subjectId: string | null;
+  properties: Record<string, unknown>;
+  occurredAt: Date;
+}
+
+/** Returns the new event id, or null when the fact was already recorded. */
+export async function recordDomainEvent(db: Queryable, e: DomainEventInput, recordedAt: Date): Promise<number | null> {
+  const rows = await db<{ id: number }[]>`
+    insert into domain_events
+      (name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, recorded_at)
+    values (${e.name}, ${e.source}, ${e.sourceId}, ${e.dedupeKey}, ${e.contactId}, ${e.accountId}, ${e.stripeCustomerId},
+            ${e.subjectId}, ${JSON.stringify(e.properties)}::text::jsonb, ${e.occurredAt}, ${recordedAt})
+    on conflict (dedupe_key) do nothing
+    returning id`;
+  if (rows.length === 0) return null;
+  await db`select pg_notify(${DOMAIN_EVENT_CHANNEL}, ${String(rows[0]!.id)})`;
+  return rows[0]!.id;
+}

@@ -1,0 +1,143 @@
+// Drains the two inboxes (Stripe events, product events) into domain state. The stored row is
+// the work item: workers claim batches with FOR UPDATE SKIP LOCKED, so many instances share
+// the work without a queue write in the HTTP path. A NOTIFY from the insert wakes a worker at
+// once; a slow poll is the safety net for a missed notification.
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.ts';
+import type { Sql, Tx } from '../db/connection.ts';
+import { INBOX_CHANNEL, type StripeEnvelope } from '../stripe/event-inbox.ts';
+import { projectStripeEvent } from '../stripe/projector.ts';
+import { processProductEvent, type ProductEventRow } from '../events/processor.ts';
+
+export interface InboxConsumerOptions {
+  batchSize?: number;
+  pollIntervalMs?: number;
+  /** retry delay after a failed processing attempt, grows linearly with attempts (capped) */
+  retryDelayMs?: number;
+  maxAttempts?: number;
+}
+
+export interface InboxConsumer {
+  /** Process everything currently due; resolves with the number of rows handled. */
+  drain(): Promise<number>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logger }, options: InboxConsumerOptions = {}): InboxConsumer {
+  const batchSize = options.batchSize ?? 100;
+  const pollIntervalMs = options.pollIntervalMs ?? 1000;
+  const retryDelayMs = options.retryDelayMs ?? 5000;
+  const maxAttempts = options.maxAttempts ?? 10;
+  const { sql, clock, logger } = deps;
+
+  let running = false;
+  let draining: Promise<number> | null = null;
+  let again = false;
+  let timer: NodeJS.Timeout | null = null;
+  let unlisten: (() => Promise<void>) | null = null;
+
+  const failure = (err: unknown) => (err instanceof Error ? err.message : String(err)).slice(0, 500);
+  const retryAt = (attempts: number) => new Date(clock.now().getTime() + retryDelayMs * Math.min(attempts, 12));
+
+  async function stripeBatch(): Promise<number> {
+    return sql.begin(async (tx: Tx) => {
+      const rows = await tx<{ id: string; payload: StripeEnvelope; attempts: number }[]>`
+        select id, payload, attempts from stripe_events
+        where processed_at is null and attempts < ${maxAttempts}
+          and (retry_at is null or retry_at <= ${clock.now()})
+        order by created, id
+        limit ${batchSize}
+        for update skip locked`;
+      for (const row of rows) {
+        try {
+          await tx.savepoint((sp) => projectStripeEvent(sp, row.payload, clock.now()));
+          await tx`update stripe_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = ${row.id}`;
+        } catch (err) {
+          logger.error({ eventId: row.id, error: failure(err) }, 'stripe event processing failed; will retry');
+          await tx`update stripe_events set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
+        }
+      }
+      return rows.length;
+    });
+  }
+
+  async function productBatch(): Promise<number> {
+    return sql.begin(async (tx: Tx) => {
+      const rows = await tx<(ProductEventRow & { attempts: number })[]>`
+        select id, message_id, kind, user_id, anonymous_id, group_id, event, properties, traits, timestamp, attempts
+        from product_events
+        where processed_at is null and attempts < ${maxAttempts}
+          and (retry_at is null or retry_at <= ${clock.now()})
+        order by id
+        limit ${batchSize}
+        for update skip locked`;
+      for (const row of rows) {
+        try {
+          await tx.savepoint((sp) => processProductEvent(sp, row, clock.now()));
+          await tx`update product_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = ${row.id}`;
+        } catch (err) {
+          logger.error({ messageId: row.message_id, error: failure(err) }, 'product event processing failed; will retry');
+          await tx`update product_events set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
+        }
+      }
+      return rows.length;
+    });
+  }
+
+  async function drainOnce(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = (await stripeBatch()) + (await productBatch());
+      total += n;
+      if (n === 0) return total;
+    }
+  }
+
+  // One drain at a time per instance; a wake-up during a drain schedules one more pass.
+  function drain(): Promise<number> {
+    if (draining) {
+      again = true;
+      return draining;
+    }
+    draining = (async () => {
+      let total = 0;
+      try {
+        do {
+          again = false;
+          total += await drainOnce();
+        } while (again && running);
+      } finally {
+        draining = null;
+      }
+      return total;
+    })();
+    return draining;
+  }
+
+  const wake = () => {
+    drain().catch((err) => logger.error({ error: failure(err) }, 'inbox drain failed'));
+  };
+
+  return {
+    drain,
+    async start() {
+      running = true;
+      const listener = await sql.listen(INBOX_CHANNEL, wake);
+      unlisten = listener.unlisten;
+      const tick = () => {
+        if (!running) return;
+        wake();
+        timer = setTimeout(tick, pollIntervalMs);
+      };
+      tick();
+    },
+    async stop() {
+      running = false;
+      if (timer) clearTimeout(timer);
+      if (unlisten) await unlisten().catch(() => {});
+      // Finish the batch in flight: its rows are committed or rolled back, never half-done.
+      if (draining) await draining.catch(() => {});
+    },
+  };
+}
