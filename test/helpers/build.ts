@@ -1,0 +1,47 @@
+// build(t): a whole Lifeline service (real Postgres, real pg-boss, the Fastify app) on a fresh
+// database, closed after the test. Background loops are off by default: tests drive the
+// consumers explicitly (e.g. `await svc.inbox.drain()`), which keeps them deterministic.
+import type { TestContext } from 'node:test';
+import { ManualClock, systemClock, type Clock } from '../../src/clock.ts';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createLogger } from '../../src/logger.ts';
+import { startService, type Service } from '../../src/service.ts';
+import { createTestDatabase } from './database.ts';
+
+export const WEBHOOK_SECRET = 'whsec_test_secret';
+export const WRITE_KEY = 'wk_test_write_key';
+export const ADMIN_TOKEN = 'admin_test_token';
+
+export interface Built extends Service {
+  app: NonNullable<Service['app']>;
+  clock: Clock;
+}
+
+export async function build(
+  t: TestContext,
+  options: { env?: Record<string, string | undefined>; clock?: Clock | 'manual'; manualWorkers?: boolean } = {},
+): Promise<Built & { clock: Clock }> {
+  const db = await createTestDatabase();
+  const config: Config = loadConfig({
+    DATABASE_URL: db.url,
+    STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    LIFELINE_WRITE_KEY: WRITE_KEY,
+    LIFELINE_ADMIN_TOKEN: ADMIN_TOKEN,
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+    DB_POOL_MAX: '5',
+    ...options.env,
+  });
+  const clock = options.clock === 'manual' ? new ManualClock() : (options.clock ?? systemClock);
+  const service = await startService({
+    config,
+    logger: createLogger(config.logLevel),
+    clock,
+    manualWorkers: options.manualWorkers ?? true,
+  });
+  t.after(async () => {
+    await service.stop();
+    await db.drop();
+  });
+  if (!service.app) throw new Error('build() needs the api role');
+  return { ...service, app: service.app, clock };
+}
