@@ -1,0 +1,46 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConfigError, loadConfig, missingSecrets } from '../src/config.ts';
+
+test('defaults: port 3000, role all, embedded database, public URL from the port', () => {
+  const c = loadConfig({});
+  assert.equal(c.port, 3000);
+  assert.equal(c.role, 'all');
+  assert.equal(c.databaseUrl, undefined);
+  assert.equal(c.publicUrl, 'http://localhost:3000');
+  assert.equal(c.logLevel, 'info');
+  assert.equal(missingSecrets(c).length, 3);
+});
+
+test('a malformed value gives one line naming the variable and what it expects', () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ PORT: 'eighty' }, /^PORT="eighty" is invalid: expected an integer from 0 to 65535$/],
+    [{ PORT: '70000' }, /^PORT=.*65535/],
+    [{ ROLE: 'cron' }, /^ROLE="cron" is invalid: expected one of all \| api \| worker$/],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL=/],
+    [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL is invalid: expected a postgres: or postgresql: URL/],
+    [{ DATABASE_URL: 'not a url' }, /^DATABASE_URL is invalid/],
+    [{ PUBLIC_URL: 'ftp://x' }, /^PUBLIC_URL is invalid/],
+    [{ STRIPE_WEBHOOK_SECRET: 'sk_live_oops' }, /^STRIPE_WEBHOOK_SECRET is invalid: expected a value starting with "whsec_"$/],
+  ];
+  for (const [env, pattern] of cases) {
+    assert.throws(() => loadConfig(env), (err: unknown) => err instanceof ConfigError && pattern.test(err.message) && !err.message.includes('\n'));
+  }
+});
+
+test('secret values are never echoed in configuration errors', () => {
+  try {
+    loadConfig({ STRIPE_WEBHOOK_SECRET: 'sk_live_supersecret' });
+    assert.fail('should throw');
+  } catch (err) {
+    assert.ok(!(err as Error).message.includes('supersecret'));
+  }
+});
+
+test('valid values are typed and trimmed', () => {
+  const c = loadConfig({ PORT: '8080', ROLE: 'worker', PUBLIC_URL: 'https://billing.example.com/', DATABASE_URL: 'postgres://u@h:5432/db', LIFELINE_WRITE_KEY: ' wk ' });
+  assert.equal(c.port, 8080);
+  assert.equal(c.role, 'worker');
+  assert.equal(c.publicUrl, 'https://billing.example.com');
+  assert.equal(c.writeKey, 'wk');
+});
