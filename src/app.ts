@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { Logger } from 'pino';
+import type { PgBoss } from 'pg-boss';
 import type { Config } from './config.ts';
 import type { Clock } from './clock.ts';
 import type { Sql } from './db/connection.ts';
@@ -17,6 +18,8 @@ export interface AppDeps {
   sql: Sql;
   clock: Clock;
   logger: Logger;
+  /** absent in tests that build the app alone */
+  boss?: PgBoss;
 }
 
 /** Builds the Fastify app; `server.ts` owns the process (listening, workers, shutdown). */

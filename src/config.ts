@@ -23,6 +23,16 @@ export interface Config {
   logLevel: LogLevel;
   /** Max connections of our own postgres.js pool (pg-boss has its own). */
   dbPoolMax: number;
+  /** HMAC secret for outgoing webhooks and email tokens; unset → generated once, kept in the database */
+  secret: string | undefined;
+  policy: {
+    /** ISO-8601 duration: at most one lifecycle/marketing email per contact per this window; null = off */
+    frequencyCap: string | null;
+    /** local "HH:MM-HH:MM" window in the contact's timezone when lifecycle/marketing sends wait; null = off */
+    quietHours: { start: string; end: string } | null;
+  };
+  /** how often the engine looks for due work (ms) */
+  engineTickMs: number;
 }
 
 export class ConfigError extends Error {
@@ -97,7 +107,30 @@ export function loadConfig(env: Env = process.env): Config {
     role: oneOf(env, 'ROLE', ROLES, 'all'),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolMax: int(env, 'DB_POOL_MAX', 10, 1, 200),
+    secret: secret(env, 'LIFELINE_SECRET'),
+    policy: {
+      frequencyCap: durationOrOff(env, 'FREQUENCY_CAP', 'PT24H'),
+      quietHours: window(env, 'QUIET_HOURS', '21:00-08:00'),
+    },
+    engineTickMs: int(env, 'ENGINE_TICK_MS', 1000, 50, 60_000),
   };
+}
+
+function durationOrOff(env: Env, name: string, fallback: string): string | null {
+  const raw = str(env, name) ?? fallback;
+  if (raw === 'off') return null;
+  if (!/^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?$/.test(raw)) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected an ISO-8601 duration like PT24H, or "off"`);
+  }
+  return raw;
+}
+
+function window(env: Env, name: string, fallback: string): { start: string; end: string } | null {
+  const raw = str(env, name) ?? fallback;
+  if (raw === 'off') return null;
+  const m = /^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$/.exec(raw);
+  if (!m) throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected HH:MM-HH:MM (24 h, e.g. 21:00-08:00), or "off"`);
+  return { start: `${m[1]}:${m[2]}`, end: `${m[3]}:${m[4]}` };
 }
 
 /** Which optional features are off, for one start-up warning line. */

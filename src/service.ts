@@ -12,6 +12,11 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
 import { runMigrations } from './db/migrate.ts';
 import { startBoss } from './jobs/boss.ts';
 import { createInboxConsumer, type InboxConsumer } from './worker/inbox-consumer.ts';
+import { loadSigningSecret } from './settings/signing-secret.ts';
+import { builtinDefinitions } from './workflows/builtin/index.ts';
+import { createEngine, WEBHOOK_QUEUE, type Engine } from './workflows/engine.ts';
+import { deliverWebhook } from './workflows/webhook-delivery.ts';
+import { seedBuiltins } from './workflows/workflow-store.ts';
 
 export interface Service {
   config: Config;
@@ -20,6 +25,12 @@ export interface Service {
   boss: PgBoss;
   app: FastifyInstance | null;
   inbox: InboxConsumer;
+  engine: Engine;
+  clock: Clock;
+  /** HMAC secret for webhooks and email tokens */
+  secret: string;
+  /** Process everything pending (inbox, timeline, due timers) directly; for tests and tools. */
+  drain(): Promise<void>;
   /** Shutdown in phases: stop taking requests, finish in-flight work, stop jobs, close pools, stop the database. */
   stop(): Promise<void>;
 }
@@ -43,11 +54,20 @@ export async function startService(options: {
   try {
     await runMigrations(databaseUrl);
     const sql = createSql(databaseUrl, { max: config.dbPoolMax });
+    await seedBuiltins(sql, builtinDefinitions, clock.now());
+    const secret = await loadSigningSecret(sql, config.secret, clock.now());
     const boss = await startBoss({ databaseUrl, role: config.role, logger });
     const inbox = createInboxConsumer({ sql, clock, logger });
+    const engine = createEngine({ sql, boss, clock, logger, config });
     const worker = config.role !== 'api';
-    if (worker && !options.manualWorkers) await inbox.start();
-    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger }) : null;
+    if (worker && !options.manualWorkers) {
+      await inbox.start();
+      await engine.start();
+      await boss.work<{ deliveryId: string }>(WEBHOOK_QUEUE, { batchSize: 5, pollingIntervalSeconds: 1 }, async (jobs) => {
+        for (const job of jobs) await deliverWebhook({ sql, clock, logger, secret }, job.data.deliveryId);
+      });
+    }
+    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss }) : null;
 
     let stopped = false;
     return {
@@ -57,11 +77,22 @@ export async function startService(options: {
       boss,
       app,
       inbox,
+      engine,
+      clock,
+      secret,
+      async drain() {
+        for (let i = 0; i < 100; i++) {
+          const n = await inbox.drain();
+          await engine.drain();
+          if (n === 0) return;
+        }
+      },
       async stop() {
         if (stopped) return;
         stopped = true;
         if (app) await app.close(); // 1. stop taking requests, let in-flight ones finish
         await inbox.stop(); // 2. finish the batch in flight
+        await engine.stop();
         await boss.stop({ graceful: true, timeout: 10_000 }); // 3. finish jobs, stop pg-boss
         await sql.end({ timeout: 5 }); // 4. close our pool
         if (embedded) await embedded.stop(); // 5. stop the embedded database

@@ -248,11 +248,171 @@ export const domainEvents = pgTable(
     properties: jsonb('properties').notNull(),
     occurredAt: tstz('occurred_at').notNull(),
     recordedAt: tstz('recorded_at').notNull(),
+    /** set once the workflow engine has fed this fact to triggers and waiting runs */
+    engineProcessedAt: tstz('engine_processed_at'),
   },
   (t) => [
     uniqueIndex('domain_events_dedupe_key').on(t.dedupeKey),
+    index('domain_events_engine_pending_idx').on(t.id).where(sql`engine_processed_at is null`),
     index('domain_events_contact_idx').on(t.contactId, t.name, t.occurredAt),
     index('domain_events_account_idx').on(t.accountId, t.name, t.occurredAt),
     index('domain_events_customer_idx').on(t.stripeCustomerId, t.occurredAt),
   ],
 );
+
+// ---------------------------------------------------------------------------------------------
+// Settings the service generates itself (e.g. the signing secret when LIFELINE_SECRET is unset).
+
+export const settings = pgTable('settings', {
+  key: text('key').primaryKey(),
+  value: text('value').notNull(),
+  createdAt: tstz('created_at').notNull(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Workflows: definitions are data, versioned; runs pin the version they started on.
+
+export const workflows = pgTable('workflows', {
+  key: text('key').primaryKey(),
+  currentVersion: integer('current_version').notNull(),
+  paused: boolean('paused').notNull().default(false),
+  builtin: boolean('builtin').notNull().default(false),
+  updatedAt: tstz('updated_at').notNull(),
+});
+
+export const workflowVersions = pgTable(
+  'workflow_versions',
+  {
+    key: text('key').notNull(),
+    version: integer('version').notNull(),
+    definition: jsonb('definition').notNull(),
+    createdAt: tstz('created_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.key, t.version] })],
+);
+
+export const workflowRuns = pgTable(
+  'workflow_runs',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    workflowKey: text('workflow_key').notNull(),
+    version: integer('version').notNull(),
+    contactId: bigint('contact_id', { mode: 'number' }).notNull(),
+    accountId: bigint('account_id', { mode: 'number' }),
+    runKey: text('run_key').notNull(),
+    status: text('status').notNull(), // active | converted | exited | completed
+    state: jsonb('state').notNull(),
+    /** when the run next needs a timer fact; null while it only waits for events */
+    dueAt: tstz('due_at'),
+    /** when the tick last handed the due run to pg-boss (re-handed if it got lost) */
+    queuedAt: tstz('queued_at'),
+    triggerEventId: bigint('trigger_event_id', { mode: 'number' }),
+    holdout: boolean('holdout').notNull().default(false),
+    variant: text('variant'),
+    startedAt: tstz('started_at').notNull(),
+    endedAt: tstz('ended_at'),
+    convertedAt: tstz('converted_at'),
+    updatedAt: tstz('updated_at').notNull(),
+  },
+  (t) => [
+    uniqueIndex('workflow_runs_entry_key').on(t.workflowKey, t.contactId, t.runKey),
+    index('workflow_runs_due_idx').on(t.dueAt).where(sql`status = 'active' and due_at is not null`),
+    index('workflow_runs_active_contact_idx').on(t.contactId).where(sql`status = 'active'`),
+    index('workflow_runs_workflow_idx').on(t.workflowKey, t.startedAt),
+  ],
+);
+
+/** The decision trace: what each step did and why. */
+export const runTrace = pgTable(
+  'run_trace',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    runId: bigint('run_id', { mode: 'number' }).notNull(),
+    at: tstz('at').notNull(),
+    stepId: text('step_id'),
+    kind: text('kind').notNull(),
+    detail: text('detail').notNull(),
+    data: jsonb('data'),
+  },
+  (t) => [index('run_trace_run_idx').on(t.runId, t.id)],
+);
+
+/** One row per email a run decided to send, keyed by (run, step[, recipient]): never twice. */
+export const messages = pgTable(
+  'messages',
+  {
+    id: text('id').primaryKey(),
+    runId: bigint('run_id', { mode: 'number' }),
+    stepId: text('step_id'),
+    workflowKey: text('workflow_key'),
+    contactId: bigint('contact_id', { mode: 'number' }),
+    accountId: bigint('account_id', { mode: 'number' }),
+    toEmail: text('to_email'),
+    template: text('template').notNull(),
+    subject: text('subject').notNull(),
+    category: text('category').notNull(),
+    variant: text('variant'),
+    data: jsonb('data').notNull().default(sql`'{}'::jsonb`),
+    status: text('status').notNull(), // queued | sent | delivered | bounced | complained | failed | skipped
+    statusReason: text('status_reason'),
+    providerId: text('provider_id'),
+    createdAt: tstz('created_at').notNull(),
+    sentAt: tstz('sent_at'),
+    updatedAt: tstz('updated_at').notNull(),
+  },
+  (t) => [
+    index('messages_contact_idx').on(t.contactId, t.createdAt),
+    index('messages_run_idx').on(t.runId),
+    index('messages_queued_idx').on(t.createdAt).where(sql`status = 'queued'`),
+  ],
+);
+
+/** Outgoing workflow webhooks (Slack, CRM), keyed by (run, step), delivered with retries. */
+export const webhookDeliveries = pgTable('webhook_deliveries', {
+  id: text('id').primaryKey(),
+  runId: bigint('run_id', { mode: 'number' }).notNull(),
+  stepId: text('step_id').notNull(),
+  url: text('url').notNull(),
+  body: jsonb('body').notNull(),
+  status: text('status').notNull(), // pending | delivered | failed
+  attempts: integer('attempts').notNull().default(0),
+  lastError: text('last_error'),
+  createdAt: tstz('created_at').notNull(),
+  deliveredAt: tstz('delivered_at'),
+});
+
+/** Segment triggers fire on entering: remember who is inside, per workflow. */
+export const segmentMemberships = pgTable(
+  'segment_memberships',
+  {
+    workflowKey: text('workflow_key').notNull(),
+    contactId: bigint('contact_id', { mode: 'number' }).notNull(),
+    inside: boolean('inside').notNull(),
+    changedAt: tstz('changed_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.workflowKey, t.contactId] })],
+);
+
+/** Date-trait triggers (e.g. 3 days after trial_started_at): one pending entry per contact and date. */
+export const scheduledEntries = pgTable(
+  'scheduled_entries',
+  {
+    workflowKey: text('workflow_key').notNull(),
+    contactId: bigint('contact_id', { mode: 'number' }).notNull(),
+    traitValue: text('trait_value').notNull(),
+    dueAt: tstz('due_at').notNull(),
+    doneAt: tstz('done_at'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.workflowKey, t.contactId, t.traitValue] }),
+    index('scheduled_entries_due_idx').on(t.dueAt).where(sql`done_at is null`),
+  ],
+);
+
+/** Addresses we must not email: 'all' (hard bounce) or 'non_transactional' (unsubscribe, complaint). */
+export const suppressions = pgTable('suppressions', {
+  email: text('email').primaryKey(), // lower-cased
+  scope: text('scope').notNull(),
+  reason: text('reason').notNull(),
+  createdAt: tstz('created_at').notNull(),
+});

@@ -4,7 +4,14 @@ import type { Logger } from 'pino';
 import type { Role } from '../config.ts';
 
 /** Queues Lifeline uses; created (idempotently) at start-up before anything sends to them. */
-export const QUEUES: { name: string; options: Record<string, unknown> }[] = [];
+export const QUEUES: { name: string; options: Record<string, unknown> }[] = [
+  // Jobs that exhausted their retries land here, for inspection; nothing is dropped silently.
+  { name: 'lifeline.dead', options: { policy: 'standard', retentionSeconds: 14 * 86_400 } },
+  // Due workflow runs, handed over by the engine tick. NOTIFY wakes a worker at once.
+  { name: 'workflow.due', options: { policy: 'standard', retryLimit: 5, retryDelay: 5, retryBackoff: true, deadLetter: 'lifeline.dead', notify: true } },
+  // Outgoing workflow webhooks: retried with exponential backoff (~5 s … ~20 min).
+  { name: 'workflow.webhook', options: { policy: 'standard', retryLimit: 8, retryDelay: 5, retryBackoff: true, deadLetter: 'lifeline.dead', notify: true } },
+];
 
 export async function startBoss(options: { databaseUrl: string; role: Role; logger: Logger; max?: number }): Promise<PgBoss> {
   const worker = options.role !== 'api';

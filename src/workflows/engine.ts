@@ -1,0 +1,413 @@
+// The durable edge around the pure interpreter. Facts come from the timeline (domain_events):
+// they start runs (triggers) and advance waiting ones (goal, exit, wait_for_event) at once.
+// Timers live in workflow_runs.due_at (an indexed column, not millions of delayed jobs); a short
+// tick hands due runs to the pg-boss queue `workflow.due`, whose workers advance them. Every
+// advance happens in one transaction with the run row locked: new state, trace and side effects
+// (messages, webhook deliveries, trait updates, keyed by run and step) commit together or not at
+// all, so a crash or a retry never does a step twice.
+import type { PgBoss } from 'pg-boss';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.ts';
+import type { Config } from '../config.ts';
+import type { Queryable, Sql, Tx } from '../db/connection.ts';
+import { DOMAIN_EVENT_CHANNEL } from '../timeline/domain-event-store.ts';
+import { bossDb } from '../jobs/boss-db.ts';
+import { buildScope } from './interpreter.ts';
+import { advance, dateTriggerDueAt, entryDecision, matchesTrigger, runEventNames, startRun } from './interpreter.ts';
+import { evaluate } from './conditions.ts';
+import { loadContact, loadContext, type ContactRecord } from './context-loader.ts';
+import { activeWorkflows, definitionVersion } from './workflow-store.ts';
+import type { AdvanceResult, EventFact, Fact, RunState, WorkflowDefinition } from './types.ts';
+
+export const DUE_QUEUE = 'workflow.due';
+export const WEBHOOK_QUEUE = 'workflow.webhook';
+
+// Only one instance feeds the timeline to the engine at a time (facts of one contact must reach
+// its runs in order); other instances skip the pass. Runs are advanced in parallel elsewhere.
+const EVENT_FEED_LOCK = 0x11fe12;
+
+interface RunRow {
+  id: number;
+  workflow_key: string;
+  version: number;
+  contact_id: number;
+  account_id: number | null;
+  status: string;
+  state: RunState;
+  due_at: Date | null;
+}
+
+interface DomainEventRow {
+  id: number;
+  name: string;
+  contact_id: number | null;
+  account_id: number | null;
+  properties: Record<string, unknown>;
+  occurred_at: Date;
+}
+
+export interface EngineDeps {
+  sql: Sql;
+  boss: PgBoss;
+  clock: Clock;
+  logger: Logger;
+  config: Pick<Config, 'policy' | 'engineTickMs'>;
+}
+
+export interface Engine {
+  /** Feed pending timeline facts to triggers and runs; returns how many facts were handled. */
+  processEvents(): Promise<number>;
+  /** Hand due runs to pg-boss (and enter due date-trait triggers); returns how many. */
+  tick(): Promise<number>;
+  /** Advance one run whose timer is due (what a `workflow.due` job does). */
+  advanceDue(runId: number): Promise<boolean>;
+  /** Tests and tools: process facts and due timers directly (no queue) until nothing is left. */
+  drain(): Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const toFact = (row: DomainEventRow): EventFact => ({
+  id: String(row.id),
+  name: row.name,
+  properties: row.properties,
+  occurredAt: row.occurred_at.toISOString(),
+});
+
+export function createEngine(deps: EngineDeps): Engine {
+  const { sql, boss, clock, logger, config } = deps;
+  // Versions are immutable, so a definition once read never changes.
+  const versions = new Map<string, WorkflowDefinition>();
+
+  async function definitionOf(db: Queryable, key: string, version: number): Promise<WorkflowDefinition | null> {
+    const id = `${key}@${version}`;
+    let def = versions.get(id);
+    if (!def) {
+      const loaded = await definitionVersion(db, key, version);
+      if (!loaded) return null;
+      versions.set(id, loaded);
+      def = loaded;
+    }
+    return def;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Persisting an interpreter result
+
+  async function recipients(db: Queryable, def: WorkflowDefinition, run: { contact_id: number; account_id: number | null }, contact: ContactRecord) {
+    if (def.audience === 'account_admins' && run.account_id !== null) {
+      const admins = await db<{ id: number; email: string | null }[]>`
+        select c.id, c.email from contacts c join account_members m on m.contact_id = c.id
+        where m.account_id = ${run.account_id} and c.email is not null
+          and (c.traits->>'role' in ('admin', 'owner') or c.traits->>'isAdmin' = 'true')
+        order by c.id`;
+      if (admins.length > 0) return admins;
+    }
+    return [{ id: contact.id, email: contact.email }];
+  }
+
+  async function persist(tx: Tx, def: WorkflowDefinition, run: RunRow, contact: ContactRecord, result: AdvanceResult): Promise<void> {
+    const now = clock.now();
+    const state = result.state;
+    const dueAt = state.status === 'active' && state.wait ? new Date(state.wait.until) : null;
+    const variants = Object.values(state.variants);
+    await tx`
+      update workflow_runs set
+        state = ${JSON.stringify(state)}::text::jsonb, status = ${state.status}, due_at = ${dueAt}, queued_at = null,
+        ended_at = ${state.endedAt ? new Date(state.endedAt) : null},
+        converted_at = ${state.convertedAt ? new Date(state.convertedAt) : null},
+        holdout = ${state.holdout}, variant = ${variants.length ? variants[variants.length - 1]! : null}, updated_at = ${now}
+      where id = ${run.id}`;
+    if (result.trace.length > 0) {
+      await tx`
+        insert into run_trace (run_id, at, step_id, kind, detail, data)
+        select ${run.id}, at, step_id, kind, detail, data::jsonb
+        from unnest(${result.trace.map((e) => e.at)}::timestamptz[], ${result.trace.map((e) => e.stepId)}::text[],
+                    ${result.trace.map((e) => e.kind)}::text[], ${result.trace.map((e) => e.detail)}::text[],
+                    ${result.trace.map((e) => (e.data ? JSON.stringify(e.data) : null))}::text[]) as t(at, step_id, kind, detail, data)`;
+    }
+    for (const action of result.actions) {
+      const key = `${run.id}:${action.stepId}`;
+      switch (action.type) {
+        case 'send_email': {
+          const to = await recipients(tx, def, run, contact);
+          for (const r of to) {
+            const id = to.length > 1 ? `${key}:${r.id}` : key;
+            await tx`
+              insert into messages (id, run_id, step_id, workflow_key, contact_id, account_id, to_email, template, subject,
+                                    category, variant, data, status, status_reason, created_at, updated_at)
+              values (${id}, ${run.id}, ${action.stepId}, ${run.workflow_key}, ${r.id}, ${run.account_id}, ${r.email},
+                      ${action.template}, ${action.subject}, ${action.category}, ${action.variant},
+                      ${JSON.stringify({ trigger: state.vars.trigger.properties })}::text::jsonb,
+                      ${r.email ? 'queued' : 'skipped'}, ${r.email ? null : 'contact has no email address'}, ${now}, ${now})
+              on conflict (id) do nothing`;
+          }
+          break;
+        }
+        case 'webhook': {
+          const inserted = await tx`
+            insert into webhook_deliveries (id, run_id, step_id, url, body, status, created_at)
+            values (${key}, ${run.id}, ${action.stepId}, ${action.url}, ${JSON.stringify(action.body)}::text::jsonb, 'pending', ${now})
+            on conflict (id) do nothing returning id`;
+          if (inserted.length > 0) await boss.send(WEBHOOK_QUEUE, { deliveryId: key }, { db: bossDb(tx) });
+          break;
+        }
+        case 'update_contact':
+          await tx`update contacts set traits = traits || ${JSON.stringify(action.traits)}::text::jsonb, updated_at = ${now} where id = ${run.contact_id}`;
+          break;
+      }
+    }
+  }
+
+  /** Advance a locked run with one fact and persist the result. */
+  async function feed(tx: Tx, run: RunRow, fact: Fact): Promise<void> {
+    const def = await definitionOf(tx, run.workflow_key, run.version);
+    const contact = await loadContact(tx, run.contact_id);
+    if (!def || !contact) {
+      logger.warn({ runId: run.id }, 'run without definition or contact; ending it');
+      await tx`update workflow_runs set status = 'exited', due_at = null, ended_at = ${clock.now()} where id = ${run.id}`;
+      return;
+    }
+    const now = clock.now();
+    const context = await loadContext(tx, config, {
+      definition: def,
+      contact,
+      accountId: run.account_id,
+      subjects: [run.state.vars.trigger, fact.type === 'event' ? fact.event : null],
+      at: now,
+    });
+    const result = advance(def, run.state, fact, context, now);
+    await persist(tx, def, run, contact, result);
+  }
+
+  async function enter(tx: Tx, def: WorkflowDefinition, version: number, contact: ContactRecord, accountId: number | null, trigger: EventFact, triggerEventId: number | null): Promise<boolean> {
+    const now = clock.now();
+    const context = await loadContext(tx, config, { definition: def, contact, accountId, subjects: [trigger], at: new Date(trigger.occurredAt) });
+    if (def.trigger.type === 'event') {
+      const match = matchesTrigger(def, trigger, context);
+      if (!match.match) return false;
+    }
+    const existing = await tx<{ key: string; status: RunState['status']; startedAt: string }[]>`
+      select run_key as key, status, to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
+      from workflow_runs where workflow_key = ${def.key} and contact_id = ${contact.id}`;
+    const decision = entryDecision(def, trigger, context, existing, now);
+    if (!decision.enter) {
+      logger.debug({ workflow: def.key, contactId: contact.id, reason: decision.reason }, 'not entered');
+      return false;
+    }
+    const resolvedAccount = accountId ?? (context.account ? Number(context.account.id) : null);
+    const [row] = await tx<RunRow[]>`
+      insert into workflow_runs (workflow_key, version, contact_id, account_id, run_key, status, state, trigger_event_id, started_at, updated_at)
+      values (${def.key}, ${version}, ${contact.id}, ${resolvedAccount}, ${decision.key}, 'active', '{}'::jsonb, ${triggerEventId}, ${now}, ${now})
+      on conflict (workflow_key, contact_id, run_key) do nothing
+      returning id, workflow_key, version, contact_id, account_id, status, state, due_at`;
+    if (!row) return false; // entered concurrently for the same key: once only
+    const result = startRun(def, trigger, context, now);
+    await persist(tx, def, row, contact, result);
+    return true;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Timeline facts
+
+  async function handleEvent(tx: Tx, event: DomainEventRow, live: { version: number; definition: WorkflowDefinition }[]): Promise<void> {
+    if (event.contact_id === null) return;
+    const fact = toFact(event);
+    const contact = await loadContact(tx, event.contact_id);
+    if (!contact) return;
+
+    // 1. Runs already under way for this contact.
+    const runs = await tx<RunRow[]>`
+      select id, workflow_key, version, contact_id, account_id, status, state, due_at
+      from workflow_runs where contact_id = ${event.contact_id} and status = 'active'
+      order by id for update`;
+    for (const run of runs) {
+      const def = await definitionOf(tx, run.workflow_key, run.version);
+      if (!def) continue;
+      const names = runEventNames(def);
+      if (names !== 'all' && !names.includes(fact.name)) continue;
+      await feed(tx, run, { type: 'event', event: fact });
+    }
+
+    // 2. Triggers.
+    for (const { version, definition: def } of live) {
+      const trigger = def.trigger;
+      if (trigger.type === 'event' && trigger.event === fact.name) {
+        await enter(tx, def, version, contact, event.account_id, fact, event.id);
+      } else if (trigger.type === 'segment' && (fact.name === 'identify' || fact.name === 'group')) {
+        const context = await loadContext(tx, config, { definition: def, contact, accountId: event.account_id, subjects: [], at: clock.now() });
+        const inside = evaluate(trigger.condition, buildScope(def, context, { event: fact, now: clock.now() })).value;
+        const [before] = await tx<{ inside: boolean }[]>`
+          select inside from segment_memberships where workflow_key = ${def.key} and contact_id = ${contact.id}`;
+        await tx`
+          insert into segment_memberships (workflow_key, contact_id, inside, changed_at) values (${def.key}, ${contact.id}, ${inside}, ${clock.now()})
+          on conflict (workflow_key, contact_id) do update set inside = excluded.inside, changed_at = excluded.changed_at
+          where segment_memberships.inside <> excluded.inside`;
+        if (inside && !before?.inside) {
+          await enter(tx, def, version, contact, event.account_id, { ...fact, name: `segment:${def.key}` }, event.id);
+        }
+      } else if (trigger.type === 'date_trait' && fact.name === 'identify') {
+        const traitValue = contact.traits[trigger.trait];
+        const dueAt = dateTriggerDueAt(def, contact.traits);
+        if (dueAt && traitValue !== undefined) {
+          await tx`
+            insert into scheduled_entries (workflow_key, contact_id, trait_value, due_at)
+            values (${def.key}, ${contact.id}, ${String(traitValue)}, ${dueAt})
+            on conflict do nothing`;
+        }
+      }
+    }
+  }
+
+  async function processEvents(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const handled = await sql.begin(async (tx: Tx) => {
+        const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${EVENT_FEED_LOCK}) as ok`;
+        if (!lock?.ok) return 0;
+        const events = await tx<DomainEventRow[]>`
+          select id, name, contact_id, account_id, properties, occurred_at from domain_events
+          where engine_processed_at is null order by id limit 100`;
+        if (events.length === 0) return 0;
+        const live = await activeWorkflows(tx);
+        for (const event of events) {
+          try {
+            await tx.savepoint((sp) => handleEvent(sp as Tx, event, live));
+          } catch (err) {
+            // A fact that cannot be applied must not block the timeline: record and move on.
+            logger.error({ eventId: event.id, error: (err as Error).message }, 'workflow engine could not apply a fact');
+          }
+        }
+        await tx`update domain_events set engine_processed_at = ${clock.now()} where id = any(${events.map((e) => e.id)}::bigint[])`;
+        return events.length;
+      });
+      total += handled;
+      if (handled === 0) return total;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Timers
+
+  async function advanceDue(runId: number): Promise<boolean> {
+    return sql.begin(async (tx: Tx) => {
+      const [run] = await tx<RunRow[]>`
+        select id, workflow_key, version, contact_id, account_id, status, state, due_at
+        from workflow_runs where id = ${runId} for update`;
+      // Stale job (the run moved on, ended, or is not due yet): nothing to do.
+      if (!run || run.status !== 'active' || !run.due_at || run.due_at.getTime() > clock.now().getTime()) return false;
+      await feed(tx, run, { type: 'timer' });
+      return true;
+    });
+  }
+
+  async function enterScheduled(): Promise<number> {
+    return sql.begin(async (tx: Tx) => {
+      const due = await tx<{ workflow_key: string; contact_id: number; trait_value: string; due_at: Date }[]>`
+        select workflow_key, contact_id, trait_value, due_at from scheduled_entries
+        where done_at is null and due_at <= ${clock.now()}
+        order by due_at limit 500 for update skip locked`;
+      if (due.length === 0) return 0;
+      const live = new Map((await activeWorkflows(tx)).map((w) => [w.definition.key, w]));
+      for (const entry of due) {
+        const workflow = live.get(entry.workflow_key);
+        const contact = await loadContact(tx, entry.contact_id);
+        if (workflow && contact && workflow.definition.trigger.type === 'date_trait') {
+          const trigger: EventFact = {
+            name: `date:${workflow.definition.trigger.trait}`,
+            properties: { trait: workflow.definition.trigger.trait, value: entry.trait_value },
+            occurredAt: entry.due_at.toISOString(),
+          };
+          await tx.savepoint((sp) => enter(sp as Tx, workflow.definition, workflow.version, contact, null, trigger, null));
+        }
+        await tx`update scheduled_entries set done_at = ${clock.now()}
+                 where workflow_key = ${entry.workflow_key} and contact_id = ${entry.contact_id} and trait_value = ${entry.trait_value}`;
+      }
+      return due.length;
+    });
+  }
+
+  async function tick(): Promise<number> {
+    const entered = await enterScheduled();
+    const queued = await sql.begin(async (tx: Tx) => {
+      const now = clock.now();
+      // Re-hand a run whose job got lost (e.g. the queue was purged) after 5 minutes.
+      const due = await tx<{ id: number; due_at: Date }[]>`
+        with due as (
+          select id from workflow_runs
+          where status = 'active' and due_at <= ${now} and (queued_at is null or queued_at < ${new Date(now.getTime() - 5 * 60_000)})
+          order by due_at limit 1000 for update skip locked)
+        update workflow_runs r set queued_at = ${now} from due where r.id = due.id
+        returning r.id, r.due_at`;
+      if (due.length > 0) {
+        // In the same transaction: the mark and the jobs commit together.
+        await boss.insert(DUE_QUEUE, due.map((r) => ({ data: { runId: r.id, dueAt: r.due_at.toISOString() } })), { db: bossDb(tx) });
+      }
+      return due.length;
+    });
+    return entered + queued;
+  }
+
+  async function drain(): Promise<void> {
+    for (let round = 0; round < 1000; round++) {
+      const events = await processEvents();
+      const entered = await enterScheduled();
+      const due = await sql<{ id: number }[]>`
+        select id from workflow_runs where status = 'active' and due_at <= ${clock.now()} order by due_at, id limit 1000`;
+      for (const r of due) await advanceDue(r.id);
+      if (events === 0 && entered === 0 && due.length === 0) return;
+    }
+    throw new Error('engine drain did not settle after 1000 rounds');
+  }
+
+  let running = false;
+  let timer: NodeJS.Timeout | null = null;
+  let unlisten: (() => Promise<void>) | null = null;
+  let feeding: Promise<unknown> | null = null;
+  let feedAgain = false;
+
+  const wakeFeed = () => {
+    if (feeding) {
+      feedAgain = true;
+      return;
+    }
+    feeding = (async () => {
+      do {
+        feedAgain = false;
+        await processEvents().catch((err) => logger.error({ error: (err as Error).message }, 'engine event feed failed'));
+      } while (feedAgain && running);
+      feeding = null;
+    })();
+  };
+
+  return {
+    processEvents,
+    tick,
+    advanceDue,
+    drain,
+    async start() {
+      running = true;
+      await boss.work<{ runId: number }>(DUE_QUEUE, { batchSize: 20, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+        for (const job of jobs) await advanceDue(job.data.runId);
+      });
+      const listener = await sql.listen(DOMAIN_EVENT_CHANNEL, wakeFeed);
+      unlisten = listener.unlisten;
+      const loop = () => {
+        if (!running) return;
+        wakeFeed();
+        tick()
+          .catch((err) => logger.error({ error: (err as Error).message }, 'engine tick failed'))
+          .finally(() => {
+            if (running) timer = setTimeout(loop, config.engineTickMs);
+          });
+      };
+      loop();
+    },
+    async stop() {
+      running = false;
+      if (timer) clearTimeout(timer);
+      if (unlisten) await unlisten().catch(() => {});
+      if (feeding) await feeding;
+    },
+  };
+}

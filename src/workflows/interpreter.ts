@@ -1,0 +1,935 @@
+// The pure workflow interpreter: (definition, run state, fact, context, now) → (new state,
+// actions, trace). No I/O and no clock: the edge (durable runner, simulator, tests) gathers the
+// Context, passes the time, performs the returned actions and stores the returned state.
+//
+// The run's cursor is a step id (see compile.ts). `advance` executes steps from the cursor until
+// the run waits or ends; an action is emitted only while the cursor passes its step, so calling
+// `advance` again with the returned state never repeats a send.
+
+import { createHash } from 'node:crypto';
+import type {
+  Action,
+  AdvanceResult,
+  Condition,
+  Context,
+  EventFact,
+  EventMatcher,
+  Fact,
+  HoldReason,
+  RunState,
+  RunStatus,
+  Step,
+  TraceEntry,
+  Wait,
+  WorkflowDefinition,
+} from './types.ts';
+import { collectCountConditions, countKey, countMatchingEvents, evaluate, resolvePath } from './conditions.ts';
+import type { Evaluation, Scope } from './conditions.ts';
+import { compile, entryOf } from './compile.ts';
+import type { CompiledStep, CompiledWorkflow } from './compile.ts';
+import { addDuration } from './duration.ts';
+import { isInsideWindow, nextLocalTime, resolveTimeZone } from './local-time.ts';
+
+/** A run never executes more steps than this in one call: a guard against runaway definitions. */
+export const MAX_STEPS_PER_ADVANCE = 200;
+export const DEFAULT_GOAL_WINDOW = 'P30D';
+/** How long a lifecycle/marketing send waits while the account has an open recovery case. */
+export const DUNNING_PRIORITY_HOLD = 'PT1H';
+/** The variant name recorded for a split's hold-out group. */
+export const HOLDOUT = 'holdout';
+
+// ---------------------------------------------------------------------------------------------
+// Scope
+
+export interface ScopeInput {
+  /** the event being processed: the incoming fact's event, or the trigger at entry */
+  event?: EventFact | null;
+  trigger?: EventFact | null;
+  state?: RunState | null;
+  now?: Date | null;
+}
+
+/** The condition scope for a definition, context and (optionally) run. */
+export function buildScope(definition: WorkflowDefinition, context: Context, input: ScopeInput = {}): Scope {
+  const state = input.state ?? null;
+  const steps: Scope['steps'] = {};
+  for (const [stepId, event] of Object.entries(state?.vars.matched ?? {})) steps[stepId] = { event };
+  return {
+    contact: context.contact,
+    account: context.account,
+    event: input.event ?? null,
+    trigger: input.trigger ?? state?.vars.trigger ?? null,
+    steps,
+    invoice: context.invoice ?? null,
+    subscription: context.subscription ?? null,
+    counts: context.counts,
+    segments: definition.segments ?? {},
+    options: definition.options ?? {},
+    variants: state?.variants ?? {},
+    now: input.now ? input.now.toISOString() : null,
+  };
+}
+
+/** The contact's time zone: policy first, then the `timezone` trait, else UTC. */
+export function contactTimeZone(context: Context): string {
+  return resolveTimeZone(context.policy.timezone ?? context.contact.traits['timezone']);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Triggers and entry
+
+export interface TriggerMatch {
+  match: boolean;
+  explain: string;
+}
+
+function matchEvent(matcher: EventMatcher, event: EventFact, scope: Scope): TriggerMatch {
+  if (event.name !== matcher.event) {
+    return { match: false, explain: `event ${JSON.stringify(event.name)} is not ${JSON.stringify(matcher.event)}` };
+  }
+  if (!matcher.where) return { match: true, explain: `event ${JSON.stringify(event.name)}` };
+  const where = evaluate(matcher.where, scope);
+  return { match: where.value, explain: `event ${JSON.stringify(event.name)} where ${where.explain}` };
+}
+
+/** Whether `event` fires the definition's event trigger (name and `where`; event = trigger = the event). */
+export function matchesTrigger(definition: WorkflowDefinition, event: EventFact, context: Context): TriggerMatch {
+  const trigger = definition.trigger;
+  if (trigger.type !== 'event') return { match: false, explain: `trigger is ${trigger.type}, not an event trigger` };
+  const scope = buildScope(definition, context, { event, trigger: event, now: new Date(event.occurredAt) });
+  return matchEvent(trigger, event, scope);
+}
+
+/** For a segment trigger: the condition was false with `before` and is true with `after`. */
+export function segmentEntered(
+  definition: WorkflowDefinition,
+  before: Context,
+  after: Context,
+): { entered: boolean; explain: string } {
+  const trigger = definition.trigger;
+  if (trigger.type !== 'segment') return { entered: false, explain: `trigger is ${trigger.type}, not a segment trigger` };
+  const was = evaluate(trigger.condition, buildScope(definition, before));
+  const is = evaluate(trigger.condition, buildScope(definition, after));
+  return { entered: !was.value && is.value, explain: `before: ${was.explain}; after: ${is.explain}` };
+}
+
+function parseTraitDate(value: unknown): Date | null {
+  if (typeof value === 'number' && Number.isFinite(value)) {
+    // Unix seconds (Stripe style) or milliseconds.
+    return new Date(value < 1e12 ? value * 1000 : value);
+  }
+  if (typeof value === 'string' && value.trim() !== '') {
+    const ms = Date.parse(value);
+    return Number.isNaN(ms) ? null : new Date(ms);
+  }
+  return null;
+}
+
+/** For a date_trait trigger: when it fires for these traits (trait date + offset), or null. */
+export function dateTriggerDueAt(definition: WorkflowDefinition, traits: Record<string, unknown>): Date | null {
+  const trigger = definition.trigger;
+  if (trigger.type !== 'date_trait') return null;
+  const date = parseTraitDate(traits[trigger.trait]);
+  return date ? addDuration(date, trigger.offset) : null;
+}
+
+export interface ExistingRun {
+  key: string;
+  status: RunStatus;
+  startedAt: string;
+}
+
+export interface EntryDecision {
+  enter: boolean;
+  /** the run key: unique per (definition, contact); the edge stores it with the run */
+  key: string;
+  reason: string;
+}
+
+function entryKey(definition: WorkflowDefinition, trigger: EventFact, scope: Scope): string | null {
+  const rule = definition.entry;
+  switch (rule.mode) {
+    case 'once':
+      return 'once';
+    case 'once_per_key': {
+      const value = resolvePath(scope, rule.key);
+      if (value === undefined || value === null || value === '') return null;
+      return typeof value === 'string' ? value : JSON.stringify(value);
+    }
+    case 'every_time':
+      return trigger.id ?? trigger.occurredAt;
+  }
+}
+
+/**
+ * Whether a triggered contact enters the workflow, given its existing runs of this definition.
+ * (The trigger match itself is checked separately: matchesTrigger / segmentEntered / dateTriggerDueAt.)
+ */
+export function entryDecision(
+  definition: WorkflowDefinition,
+  trigger: EventFact,
+  context: Context,
+  existingRuns: readonly ExistingRun[],
+  now: Date,
+): EntryDecision {
+  const scope = buildScope(definition, context, { event: trigger, trigger, now });
+  const key = entryKey(definition, trigger, scope);
+  if (key === null) {
+    const path = definition.entry.mode === 'once_per_key' ? definition.entry.key : '';
+    return { enter: false, key: '', reason: `entry key ${path} is missing on the trigger` };
+  }
+  if (definition.entryCondition) {
+    const condition = evaluate(definition.entryCondition, scope);
+    if (!condition.value) return { enter: false, key, reason: `entry condition not met: ${condition.explain}` };
+  }
+  if (definition.goal && 'condition' in definition.goal) {
+    // Entering someone who already meets the goal would only inflate conversions.
+    const goal = evaluate(definition.goal.condition, scope);
+    if (goal.value) return { enter: false, key, reason: `goal already met: ${goal.explain}` };
+  }
+
+  const rule = definition.entry;
+  switch (rule.mode) {
+    case 'once':
+      return existingRuns.length > 0
+        ? { enter: false, key, reason: 'entry once: the contact already has a run' }
+        : { enter: true, key, reason: 'entry once: first run' };
+    case 'once_per_key': {
+      const same = existingRuns.find((run) => run.key === key);
+      return same
+        ? { enter: false, key, reason: `entry once per ${rule.key}: a run for ${key} already exists (${same.status})` }
+        : { enter: true, key, reason: `entry once per ${rule.key}: first run for ${key}` };
+    }
+    case 'every_time': {
+      if (existingRuns.some((run) => run.key === key)) {
+        return { enter: false, key, reason: `entry every time: this trigger (${key}) already started a run` };
+      }
+      const active = existingRuns.find((run) => run.status === 'active');
+      if (active) return { enter: false, key, reason: `entry every time: run ${active.key} is still active` };
+      if (rule.cooldown) {
+        const latest = existingRuns.reduce<ExistingRun | null>(
+          (found, run) => (!found || Date.parse(run.startedAt) > Date.parse(found.startedAt) ? run : found),
+          null,
+        );
+        if (latest) {
+          const cooledAt = addDuration(new Date(latest.startedAt), rule.cooldown);
+          if (cooledAt.getTime() > now.getTime()) {
+            return {
+              enter: false,
+              key,
+              reason: `entry every time: cooldown ${rule.cooldown} since ${latest.startedAt} lasts until ${cooledAt.toISOString()}`,
+            };
+          }
+        }
+      }
+      return { enter: true, key, reason: 'entry every time' };
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Split assignment
+
+/** A deterministic position in [0, 1) for a contact at a split. */
+export function splitBucket(definitionKey: string, stepId: string, contactId: string | number): number {
+  const digest = createHash('sha256').update(`${definitionKey}:${stepId}:${contactId}`).digest();
+  // 48 bits fit exactly in a double.
+  return digest.readUIntBE(0, 6) / 2 ** 48;
+}
+
+type SplitStep = Extract<Step, { type: 'split' }>;
+
+/** The variant key (or HOLDOUT) a contact gets at a split, walking cumulative weights. */
+export function assignVariant(definitionKey: string, step: SplitStep, contactId: string | number): string {
+  const groups = [
+    ...step.variants.map((variant) => ({ key: variant.key, weight: variant.weight })),
+    ...(step.holdout ? [{ key: HOLDOUT, weight: step.holdout.weight }] : []),
+  ];
+  const total = groups.reduce((sum, group) => sum + group.weight, 0);
+  const position = splitBucket(definitionKey, step.id, contactId) * total;
+  let cumulative = 0;
+  for (const group of groups) {
+    cumulative += group.weight;
+    if (position < cumulative) return group.key;
+  }
+  // Floating-point rounding at the very top of the range.
+  return groups[groups.length - 1]?.key ?? HOLDOUT;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Execution
+
+/** The per-call working set; created fresh for every call, never shared. */
+interface Execution {
+  definition: WorkflowDefinition;
+  compiled: CompiledWorkflow;
+  context: Context;
+  now: Date;
+  state: RunState;
+  actions: Action[];
+  trace: TraceEntry[];
+}
+
+function record(
+  execution: Execution,
+  kind: TraceEntry['kind'],
+  detail: string,
+  data?: Record<string, unknown>,
+  stepId: string | null = execution.state.stepId,
+): void {
+  execution.trace.push({ at: execution.now.toISOString(), stepId, kind, detail, ...(data ? { data } : {}) });
+}
+
+function result(execution: Execution): AdvanceResult {
+  return { state: execution.state, actions: execution.actions, trace: execution.trace };
+}
+
+function endRun(execution: Execution, status: Exclude<RunStatus, 'active'>, reason: string): void {
+  execution.state.status = status;
+  execution.state.wait = null;
+  execution.state.endedAt = execution.now.toISOString();
+  execution.state.endReason = reason;
+}
+
+function setWait(execution: Execution, wait: Wait, detail: string, data?: Record<string, unknown>): void {
+  execution.state.wait = wait;
+  record(execution, wait.kind === 'hold' ? 'send_held' : 'wait', detail, { ...data, wait });
+}
+
+function goalWindowEnd(execution: Execution): Date {
+  return addDuration(new Date(execution.state.startedAt), execution.definition.goalWindow ?? DEFAULT_GOAL_WINDOW);
+}
+
+/** No more steps to run (end of steps, or a hold-out): listen for the goal, or complete. */
+function finishSteps(execution: Execution, why: string): void {
+  execution.state.stepId = null;
+  if (execution.definition.goal) {
+    const until = goalWindowEnd(execution);
+    if (until.getTime() > execution.now.getTime()) {
+      setWait(execution, { kind: 'goal', until: until.toISOString() }, `${why}; listening for the goal until ${until.toISOString()}`);
+      return;
+    }
+    record(execution, 'completed', `${why}; the goal window ended at ${until.toISOString()}`);
+    endRun(execution, 'completed', 'goal window ended');
+    return;
+  }
+  record(execution, 'completed', why);
+  endRun(execution, 'completed', 'steps finished');
+}
+
+function scopeFor(execution: Execution, event: EventFact | null): Scope {
+  return buildScope(execution.definition, execution.context, { event, state: execution.state, now: execution.now });
+}
+
+/** The run's most recent split assignment: runs move forward in pre-order, so the largest order. */
+function currentVariant(execution: Execution): string | null {
+  let latest: { order: number; variant: string } | null = null;
+  for (const [stepId, variant] of Object.entries(execution.state.variants)) {
+    const order = execution.compiled.steps.get(stepId)?.order ?? -1;
+    if (!latest || order > latest.order) latest = { order, variant };
+  }
+  return latest?.variant ?? null;
+}
+
+type SendStep = Extract<Step, { type: 'send_email' }>;
+
+export type SendPolicy =
+  | { kind: 'send' }
+  | { kind: 'skip'; reason: 'suppressed' | 'recovery_open'; detail: string }
+  | { kind: 'hold'; reason: HoldReason; until: Date; detail: string };
+
+/** What the contact's policy says about sending this workflow's email now. */
+export function sendPolicy(definition: WorkflowDefinition, context: Context, now: Date): SendPolicy {
+  const policy = context.policy;
+  if (policy.suppressed === 'all') return { kind: 'skip', reason: 'suppressed', detail: 'address suppressed for all email' };
+  if (definition.category === 'transactional') return { kind: 'send' };
+  if (policy.suppressed === 'non_transactional') {
+    return { kind: 'skip', reason: 'suppressed', detail: 'address suppressed for non-transactional email' };
+  }
+  if (policy.recoveryOpen) {
+    if (definition.duringRecovery === 'skip') {
+      return { kind: 'skip', reason: 'recovery_open', detail: 'billing recovery open; this workflow skips sends meanwhile' };
+    }
+    return {
+      kind: 'hold',
+      reason: 'dunning_priority',
+      until: addDuration(now, DUNNING_PRIORITY_HOLD),
+      detail: 'billing recovery open; billing emails go first',
+    };
+  }
+  if (policy.frequencyCap && policy.lastCappedSendAt) {
+    const capEnd = addDuration(new Date(policy.lastCappedSendAt), policy.frequencyCap);
+    if (capEnd.getTime() > now.getTime()) {
+      return {
+        kind: 'hold',
+        reason: 'frequency_cap',
+        until: capEnd,
+        detail: `frequency cap ${policy.frequencyCap}: last send at ${policy.lastCappedSendAt}`,
+      };
+    }
+  }
+  if (policy.quietHours) {
+    const zone = contactTimeZone(context);
+    if (isInsideWindow(now, zone, policy.quietHours)) {
+      return {
+        kind: 'hold',
+        reason: 'quiet_hours',
+        until: nextLocalTime(now, zone, policy.quietHours.end),
+        detail: `quiet hours ${policy.quietHours.start}–${policy.quietHours.end} in ${zone}`,
+      };
+    }
+  }
+  return { kind: 'send' };
+}
+
+/** Runs the send step; returns false when the run must stay on it (held). */
+function runSend(execution: Execution, step: SendStep): boolean {
+  const decision = sendPolicy(execution.definition, execution.context, execution.now);
+  if (decision.kind === 'skip') {
+    record(execution, 'send_skipped', `skipped ${step.template}: ${decision.detail}`, { reason: decision.reason, template: step.template });
+    return true;
+  }
+  if (decision.kind === 'hold') {
+    setWait(
+      execution,
+      { kind: 'hold', reason: decision.reason, until: decision.until.toISOString() },
+      `held ${step.template} until ${decision.until.toISOString()}: ${decision.detail}`,
+      { reason: decision.reason, template: step.template },
+    );
+    return false;
+  }
+  const variant = currentVariant(execution);
+  const subject = (variant !== null ? step.subjects?.[variant] : undefined) ?? step.subject;
+  execution.actions.push({
+    type: 'send_email',
+    stepId: step.id,
+    template: step.template,
+    subject,
+    category: execution.definition.category,
+    variant,
+  });
+  if (execution.definition.category !== 'transactional') {
+    // The edge only learns of this send after the call; later sends in the same pass must
+    // already see it, or two back-to-back emails would both slip under the frequency cap.
+    const policy = { ...execution.context.policy, lastCappedSendAt: execution.now.toISOString() };
+    execution.context = { ...execution.context, policy };
+  }
+  record(execution, 'send', `send ${step.template}: ${JSON.stringify(subject)}`, {
+    template: step.template,
+    subject,
+    variant,
+    category: execution.definition.category,
+  });
+  return true;
+}
+
+/**
+ * Executes steps from `from` until the run waits or ends. `event` is the fact's event, visible to
+ * branch conditions as `event`.
+ */
+function runFrom(execution: Execution, from: string | null, event: EventFact | null): void {
+  let cursor = from;
+  let executed = 0;
+  while (cursor !== null) {
+    if (executed >= MAX_STEPS_PER_ADVANCE) {
+      record(execution, 'exit', `more than ${MAX_STEPS_PER_ADVANCE} steps in one pass; stopping the run`);
+      endRun(execution, 'exited', 'step limit exceeded');
+      return;
+    }
+    executed += 1;
+    const node: CompiledStep | undefined = execution.compiled.steps.get(cursor);
+    if (!node) {
+      record(execution, 'exit', `step ${cursor} no longer exists in the definition`, undefined, cursor);
+      endRun(execution, 'exited', `unknown step ${cursor}`);
+      return;
+    }
+    execution.state.stepId = cursor;
+    const step = node.step;
+    const now = execution.now;
+    switch (step.type) {
+      case 'wait': {
+        const until = addDuration(now, step.duration);
+        setWait(execution, { kind: 'time', until: until.toISOString() }, `wait ${step.duration} until ${until.toISOString()}`);
+        return;
+      }
+      case 'wait_until': {
+        const zone = contactTimeZone(execution.context);
+        const window = `${step.window.start}–${step.window.end}${step.weekdaysOnly ? ' on weekdays' : ''} in ${zone}`;
+        if (isInsideWindow(now, zone, step.window, step.weekdaysOnly ?? false)) {
+          record(execution, 'step', `inside ${window}; continuing`, { zone });
+          cursor = node.next;
+          break;
+        }
+        const until = nextLocalTime(now, zone, step.window.start, step.weekdaysOnly ?? false);
+        setWait(execution, { kind: 'time', until: until.toISOString() }, `wait for ${window} until ${until.toISOString()}`, { zone });
+        return;
+      }
+      case 'wait_for_event': {
+        const until = addDuration(now, step.timeout);
+        setWait(
+          execution,
+          { kind: 'event', event: step.event, until: until.toISOString() },
+          `wait for ${JSON.stringify(step.event)} until ${until.toISOString()} (timeout ${step.timeout})`,
+        );
+        return;
+      }
+      case 'branch': {
+        const scope = scopeFor(execution, event);
+        const evaluated: { label: string; explain: string; value: boolean }[] = [];
+        let chosen: { label: string; steps: Step[] } | null = null;
+        for (const [index, branch] of step.branches.entries()) {
+          const outcome: Evaluation = evaluate(branch.when, scope);
+          const label = branch.label ?? `branch ${index}`;
+          evaluated.push({ label, explain: outcome.explain, value: outcome.value });
+          if (outcome.value) {
+            chosen = { label, steps: branch.steps };
+            break;
+          }
+        }
+        const taken = chosen ?? { label: 'otherwise', steps: step.otherwise };
+        record(
+          execution,
+          'branch',
+          `took ${taken.label}: ${evaluated.map((item) => `${item.label}: ${item.explain}`).join('; ') || 'no conditions'}`,
+          { taken: taken.label, conditions: evaluated },
+        );
+        cursor = entryOf(taken.steps, node.next);
+        break;
+      }
+      case 'split': {
+        const existing = execution.state.variants[step.id];
+        const variant = existing ?? assignVariant(execution.definition.key, step, execution.context.contact.id);
+        execution.state.variants = { ...execution.state.variants, [step.id]: variant };
+        if (variant === HOLDOUT) {
+          execution.state.holdout = true;
+          record(execution, 'split', 'assigned to the hold-out group: no sends', { variant });
+          finishSteps(execution, 'hold-out');
+          return;
+        }
+        record(execution, 'split', `assigned to variant ${variant}`, { variant });
+        const chosen = step.variants.find((candidate) => candidate.key === variant);
+        cursor = entryOf(chosen?.steps ?? [], node.next);
+        break;
+      }
+      case 'send_email':
+        if (!runSend(execution, step)) return;
+        cursor = node.next;
+        break;
+      case 'webhook': {
+        const body = step.body ?? {};
+        execution.actions.push({ type: 'webhook', stepId: step.id, url: step.url, body });
+        record(execution, 'webhook', `webhook ${step.url}`, { url: step.url });
+        cursor = node.next;
+        break;
+      }
+      case 'update_contact':
+        execution.actions.push({ type: 'update_contact', stepId: step.id, traits: step.traits });
+        record(execution, 'update_contact', `update contact traits ${Object.keys(step.traits).join(', ')}`, { traits: step.traits });
+        cursor = node.next;
+        break;
+      case 'exit': {
+        const reason = step.reason ?? 'exit step';
+        record(execution, 'exit', reason);
+        endRun(execution, 'exited', reason);
+        return;
+      }
+    }
+  }
+  finishSteps(execution, 'all steps done');
+}
+
+function isWaitForEventNode(node: CompiledStep | undefined): node is CompiledStep & { step: Extract<Step, { type: 'wait_for_event' }> } {
+  return node?.step.type === 'wait_for_event';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Goal and exit
+
+function goalMatcherOf(definition: WorkflowDefinition): EventMatcher | null {
+  return definition.goal && !('condition' in definition.goal) ? definition.goal : null;
+}
+
+function goalConditionOf(definition: WorkflowDefinition): Condition | null {
+  return definition.goal && 'condition' in definition.goal ? definition.goal.condition : null;
+}
+
+/** Checks the goal for this fact; converts the run when it is met. Returns true when converted. */
+function checkGoal(execution: Execution, event: EventFact | null): boolean {
+  const { definition, state } = execution;
+  const matcher = goalMatcherOf(definition);
+  const condition = goalConditionOf(definition);
+  const wait = state.wait;
+  if (matcher && event) {
+    if (wait?.kind === 'goal' && Date.parse(event.occurredAt) >= Date.parse(wait.until)) return false;
+    const matched = matchEvent(matcher, event, scopeFor(execution, event));
+    if (matched.match) {
+      record(execution, 'goal', `goal reached: ${matched.explain}`, { event: event.name, occurredAt: event.occurredAt });
+      state.convertedAt = event.occurredAt;
+      endRun(execution, 'converted', `goal: ${event.name}`);
+      return true;
+    }
+  }
+  if (condition) {
+    const outcome = evaluate(condition, scopeFor(execution, event));
+    if (outcome.value) {
+      record(execution, 'goal', `goal reached: ${outcome.explain}`);
+      state.convertedAt = execution.now.toISOString();
+      endRun(execution, 'converted', 'goal condition met');
+      return true;
+    }
+  }
+  return false;
+}
+
+function checkExit(execution: Execution, event: EventFact): boolean {
+  for (const matcher of execution.definition.exit ?? []) {
+    const matched = matchEvent(matcher, event, scopeFor(execution, event));
+    if (matched.match) {
+      record(execution, 'exit', `exit: ${matched.explain}`, { event: event.name });
+      endRun(execution, 'exited', `exit: ${event.name}`);
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+
+function newExecution(definition: WorkflowDefinition, state: RunState, context: Context, now: Date): Execution {
+  return {
+    definition,
+    compiled: compile(definition),
+    context,
+    now,
+    // The caller's state is never mutated.
+    state: structuredClone(state),
+    actions: [],
+    trace: [],
+  };
+}
+
+/** A new run for `trigger`: executes the first steps (until the first wait) at `now`. */
+export function startRun(definition: WorkflowDefinition, trigger: EventFact, context: Context, now: Date): AdvanceResult {
+  const compiled = compile(definition);
+  const initial: RunState = {
+    status: 'active',
+    stepId: compiled.first,
+    wait: null,
+    variants: {},
+    holdout: false,
+    vars: { trigger, matched: {} },
+    startedAt: now.toISOString(),
+    endedAt: null,
+    endReason: null,
+    convertedAt: null,
+  };
+  const execution = newExecution(definition, initial, context, now);
+  record(execution, 'entered', `entered on ${JSON.stringify(trigger.name)} at ${trigger.occurredAt}`, {
+    trigger: trigger.name,
+    triggerId: trigger.id ?? null,
+  }, null);
+  runFrom(execution, compiled.first, trigger);
+  return result(execution);
+}
+
+/** Feeds one fact (an event or a timer firing) to a run. */
+export function advance(definition: WorkflowDefinition, state: RunState, fact: Fact, context: Context, now: Date): AdvanceResult {
+  const execution = newExecution(definition, state, context, now);
+  const current = execution.state;
+  if (current.status !== 'active') {
+    record(execution, 'ignored', `run is ${current.status}; ${fact.type} ignored`);
+    return result(execution);
+  }
+  if (fact.type === 'start') {
+    record(execution, 'ignored', 'run already started; start ignored');
+    return result(execution);
+  }
+  const event = fact.type === 'event' ? fact.event : null;
+  if (event && Date.parse(event.occurredAt) < Date.parse(current.vars.trigger.occurredAt)) {
+    record(execution, 'ignored', `${event.name} at ${event.occurredAt} happened before the trigger`);
+    return result(execution);
+  }
+
+  // Goal before exit: paying and cancelling in the same batch is still a recovery.
+  if (checkGoal(execution, event)) return result(execution);
+  if (event && checkExit(execution, event)) return result(execution);
+
+  const wait = current.wait;
+  if (wait === null) {
+    // Not waiting (should not happen between calls): resume at the cursor.
+    runFrom(execution, current.stepId, event);
+    return result(execution);
+  }
+  const node = current.stepId !== null ? execution.compiled.steps.get(current.stepId) : undefined;
+
+  if (event) {
+    if (wait.kind !== 'event' || event.name !== wait.event) {
+      record(execution, 'ignored', `${event.name}: nothing is waiting for it`);
+      return result(execution);
+    }
+    if (!isWaitForEventNode(node)) {
+      record(execution, 'exit', `wait step ${current.stepId} no longer exists in the definition`);
+      endRun(execution, 'exited', `unknown step ${current.stepId}`);
+      return result(execution);
+    }
+    if (Date.parse(event.occurredAt) >= Date.parse(wait.until)) {
+      record(execution, 'ignored', `${event.name} at ${event.occurredAt} came after the timeout ${wait.until}`);
+      return result(execution);
+    }
+    const step = node.step;
+    if (step.where) {
+      const where = evaluate(step.where, scopeFor(execution, event));
+      if (!where.value) {
+        record(execution, 'ignored', `${event.name} does not match: ${where.explain}`);
+        return result(execution);
+      }
+    }
+    current.vars.matched = { ...current.vars.matched, [step.id]: event };
+    current.wait = null;
+    record(execution, 'event_matched', `${event.name} arrived`, { event: event.name, occurredAt: event.occurredAt });
+    runFrom(execution, entryOf(step.onEvent, node.next), event);
+    return result(execution);
+  }
+
+  // A timer.
+  if (now.getTime() < Date.parse(wait.until)) {
+    record(execution, 'ignored', `timer before ${wait.until}: spurious wake`);
+    return result(execution);
+  }
+  current.wait = null;
+  switch (wait.kind) {
+    case 'goal':
+      record(execution, 'completed', `goal window ended at ${wait.until} without conversion`);
+      endRun(execution, 'completed', 'goal window ended');
+      return result(execution);
+    case 'time':
+      record(execution, 'woke', `waited until ${wait.until}`);
+      runFrom(execution, node ? node.next : current.stepId, null);
+      return result(execution);
+    case 'hold':
+      record(execution, 'woke', `hold (${wait.reason}) ended; re-checking the send`);
+      runFrom(execution, current.stepId, null);
+      return result(execution);
+    case 'event':
+      if (!isWaitForEventNode(node)) {
+        record(execution, 'exit', `wait step ${current.stepId} no longer exists in the definition`);
+        endRun(execution, 'exited', `unknown step ${current.stepId}`);
+        return result(execution);
+      }
+      record(execution, 'timeout', `${wait.event} did not arrive by ${wait.until}`);
+      runFrom(execution, entryOf(node.step.onTimeout, node.next), null);
+      return result(execution);
+  }
+}
+
+/**
+ * Names of events a running instance reacts to (goal, exit, wait_for_event), or 'all' when the
+ * goal is a condition (checked on every fact). The edge can skip delivering anything else.
+ */
+export function runEventNames(definition: WorkflowDefinition): string[] | 'all' {
+  if (goalConditionOf(definition)) return 'all';
+  const names = new Set<string>();
+  const goal = goalMatcherOf(definition);
+  if (goal) names.add(goal.event);
+  for (const matcher of definition.exit ?? []) names.add(matcher.event);
+  for (const node of compile(definition).steps.values()) {
+    if (node.step.type === 'wait_for_event') names.add(node.step.event);
+  }
+  return [...names];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulation: a virtual clock over a timeline of events, no I/O.
+
+export interface SimulationInput {
+  contact: Context['contact'];
+  account?: Context['account'];
+  invoice?: Record<string, unknown> | null;
+  subscription?: Record<string, unknown> | null;
+  policy?: Partial<Context['policy']>;
+  /** any order; sorted by occurredAt. `identify`/`group` events update contact/account traits. */
+  timeline: EventFact[];
+  /** events before `start` count for counts and traits but cannot trigger */
+  start?: string;
+  /** stop once the next timer is after this; default: last event + goal window + 1 day */
+  until?: string;
+}
+
+export interface SimulatedSend {
+  at: string;
+  stepId: string;
+  template: string;
+  subject: string;
+}
+
+export interface SimulationResult {
+  entered: boolean;
+  reason: string;
+  trace: TraceEntry[];
+  sends: SimulatedSend[];
+  final: RunState | null;
+}
+
+/** Facts the simulator may deliver in one simulation (timers and events). */
+export const MAX_SIMULATED_STEPS = 400;
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+function timeOf(event: EventFact): number {
+  return Date.parse(event.occurredAt);
+}
+
+function traitsOf(event: EventFact): Record<string, unknown> {
+  const traits = event.properties['traits'];
+  return traits !== null && typeof traits === 'object' && !Array.isArray(traits)
+    ? (traits as Record<string, unknown>)
+    : event.properties;
+}
+
+export function simulate(definition: WorkflowDefinition, input: SimulationInput): SimulationResult {
+  const timeline = input.timeline
+    .map((event, index) => ({ event, index }))
+    .sort((a, b) => timeOf(a.event) - timeOf(b.event) || a.index - b.index)
+    .map(({ event }) => event);
+  const startMs = input.start ? Date.parse(input.start) : Number.NEGATIVE_INFINITY;
+  const countConditions = collectCountConditions(definition);
+  const policy: Context['policy'] = {
+    recoveryOpen: false,
+    lastCappedSendAt: null,
+    frequencyCap: null,
+    quietHours: null,
+    timezone: null,
+    suppressed: null,
+    ...input.policy,
+  };
+
+  /** The world as of `nowMs`, seeing timeline events [0, limit) that occurred by then. */
+  const contextAt = (nowMs: number, limit = timeline.length): Context => {
+    const seen = timeline.slice(0, limit).filter((event) => timeOf(event) <= nowMs);
+    let contactTraits = { ...input.contact.traits };
+    let account = input.account ? { ...input.account, traits: { ...input.account.traits } } : null;
+    for (const event of seen) {
+      if (event.name === 'identify') contactTraits = { ...contactTraits, ...traitsOf(event) };
+      if (event.name === 'group' && account) account = { ...account, traits: { ...account.traits, ...traitsOf(event) } };
+    }
+    const context: Context = {
+      contact: { ...input.contact, traits: contactTraits },
+      account,
+      invoice: input.invoice ?? null,
+      subscription: input.subscription ?? null,
+      counts: {},
+      policy: { ...policy },
+    };
+    const baseScope = buildScope(definition, context, { now: new Date(nowMs) });
+    for (const condition of countConditions) {
+      context.counts[countKey(condition)] = countMatchingEvents(condition, seen, new Date(nowMs), baseScope);
+    }
+    return context;
+  };
+
+  // 1. Entry.
+  let trigger: EventFact | null = null;
+  let triggerIndex = -1;
+  let reason = 'no timeline event fired the trigger';
+  const tryEnter = (candidate: EventFact, context: Context): boolean => {
+    const decision = entryDecision(definition, candidate, context, [], new Date(candidate.occurredAt));
+    reason = decision.reason;
+    return decision.enter;
+  };
+  const rule = definition.trigger;
+  if (rule.type === 'date_trait') {
+    const context = contextAt(Number.POSITIVE_INFINITY);
+    const traits = rule.subject === 'account' ? context.account?.traits ?? {} : context.contact.traits;
+    const dueAt = dateTriggerDueAt(definition, traits);
+    if (!dueAt) reason = `trait ${rule.trait} is not a date`;
+    else if (dueAt.getTime() < startMs) reason = `trigger was due at ${dueAt.toISOString()}, before the simulation start`;
+    else {
+      const candidate: EventFact = {
+        id: `date_trait:${rule.trait}`,
+        name: 'date_trait',
+        properties: { trait: rule.trait, value: traits[rule.trait], offset: rule.offset },
+        occurredAt: dueAt.toISOString(),
+      };
+      if (tryEnter(candidate, contextAt(dueAt.getTime()))) {
+        trigger = candidate;
+        triggerIndex = timeline.filter((event) => timeOf(event) <= dueAt.getTime()).length - 1;
+      }
+    }
+  } else {
+    for (const [index, event] of timeline.entries()) {
+      if (timeOf(event) < startMs) continue;
+      if (rule.type === 'event') {
+        const context = contextAt(timeOf(event), index + 1);
+        const match = matchesTrigger(definition, event, context);
+        if (!match.match) {
+          if (event.name === rule.event) reason = `trigger not matched: ${match.explain}`;
+          continue;
+        }
+        if (tryEnter(event, context)) {
+          trigger = event;
+          triggerIndex = index;
+          break;
+        }
+      } else {
+        if (event.name !== 'identify' && event.name !== 'group') continue;
+        const entered = segmentEntered(definition, contextAt(timeOf(event), index), contextAt(timeOf(event), index + 1));
+        if (!entered.entered) {
+          reason = `segment not entered: ${entered.explain}`;
+          continue;
+        }
+        if (tryEnter(event, contextAt(timeOf(event), index + 1))) {
+          trigger = event;
+          triggerIndex = index;
+          break;
+        }
+      }
+    }
+  }
+  if (!trigger) return { entered: false, reason, trace: [], sends: [], final: null };
+
+  // 2. Run: deliver timers and later events in time order.
+  const trace: TraceEntry[] = [];
+  const sends: SimulatedSend[] = [];
+  const collect = (outcome: AdvanceResult, at: Date): RunState => {
+    trace.push(...outcome.trace);
+    for (const action of outcome.actions) {
+      if (action.type !== 'send_email') continue;
+      sends.push({ at: at.toISOString(), stepId: action.stepId, template: action.template, subject: action.subject });
+      if (action.category !== 'transactional') policy.lastCappedSendAt = at.toISOString();
+    }
+    return outcome.state;
+  };
+
+  const triggerAt = new Date(trigger.occurredAt);
+  let state = collect(startRun(definition, trigger, contextAt(triggerAt.getTime(), triggerIndex + 1), triggerAt), triggerAt);
+
+  const delivered = runEventNames(definition);
+  const pending = timeline
+    .slice(triggerIndex + 1)
+    .filter((event) => timeOf(event) >= triggerAt.getTime())
+    .filter((event) => delivered === 'all' || delivered.includes(event.name));
+  const lastEventMs = Math.max(triggerAt.getTime(), ...timeline.map(timeOf));
+  const untilMs = input.until
+    ? Date.parse(input.until)
+    : addDuration(new Date(lastEventMs), definition.goalWindow ?? DEFAULT_GOAL_WINDOW).getTime() + DAY_MS;
+
+  let next = 0;
+  for (let deliveries = 0; deliveries < MAX_SIMULATED_STEPS && state.status === 'active'; deliveries += 1) {
+    const event = pending[next];
+    const eventMs = event ? timeOf(event) : Number.POSITIVE_INFINITY;
+    const timerMs = state.wait ? Date.parse(state.wait.until) : Number.POSITIVE_INFINITY;
+    const atMs = Math.min(eventMs, timerMs);
+    if (!Number.isFinite(atMs) || atMs > untilMs) break;
+    const at = new Date(atMs);
+    // A timer due at the same instant as an event fires first: the wait was over by then.
+    if (timerMs <= eventMs) {
+      state = collect(advance(definition, state, { type: 'timer' }, contextAt(atMs), at), at);
+    } else if (event) {
+      const index = timeline.indexOf(event);
+      state = collect(advance(definition, state, { type: 'event', event }, contextAt(atMs, index + 1), at), at);
+      next += 1;
+    }
+  }
+  return { entered: true, reason, trace, sends, final: state };
+}
