@@ -11,6 +11,8 @@ import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health-routes.ts';
 import { stripeWebhookRoutes } from './stripe/webhook-route.ts';
 import { productEventRoutes } from './events/routes.ts';
+import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.ts';
+import { contactRoutes } from './contacts/routes.ts';
 
 /** Everything the HTTP layer needs, passed in explicitly (no module-level singletons). */
 export interface AppDeps {
@@ -32,7 +34,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     // Stripe payloads and Segment batches can nest deeply; AJV coercion would hide bad input.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
     return503OnClosing: true,
   }) as unknown as FastifyInstance;
 
@@ -52,6 +54,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           writeKey: { type: 'http', scheme: 'bearer', description: 'LIFELINE_WRITE_KEY (or HTTP Basic with the key as user name)' },
           adminToken: { type: 'http', scheme: 'bearer', description: 'LIFELINE_ADMIN_TOKEN' },
         },
+        // The workflow definition schema, published for editors and validators.
+        schemas: definitionOpenApiComponents(),
       },
     },
   });
@@ -60,6 +64,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(healthRoutes, deps);
   await app.register(async (scope) => stripeWebhookRoutes(scope, deps));
   await app.register(async (scope) => productEventRoutes(scope, deps));
+  await app.register(async (scope) => workflowRoutes(scope, deps));
+  await app.register(async (scope) => contactRoutes(scope, deps));
 
   return app;
 }

@@ -1,0 +1,172 @@
+// The workflow admin API: list/read/publish versions/pause/resume/simulate, and contact detail.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ManualClock } from '../src/clock.ts';
+import { ADMIN_TOKEN, build, WRITE_KEY } from './helpers/build.ts';
+import { deliver, envelope, invoice } from './helpers/stripe.ts';
+
+const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+const T = new Date('2026-03-02T10:00:00Z');
+const DAY = 86_400_000;
+
+const custom = (subject: string) => ({
+  key: 'welcome-tour',
+  name: 'Welcome tour',
+  category: 'lifecycle',
+  trigger: { type: 'event', event: 'Signed Up' },
+  entry: { mode: 'once' },
+  steps: [
+    { id: 'wait_a_bit', type: 'wait', duration: 'PT5S' },
+    { id: 'hello', type: 'send_email', template: 'welcome', subject },
+  ],
+});
+
+test('admin auth: 401 without or with a wrong token; 503 naming the variable when unset', async (t) => {
+  const svc = await build(t);
+  assert.equal((await svc.app.inject('/v1/workflows')).statusCode, 401);
+  assert.equal((await svc.app.inject({ url: '/v1/workflows', headers: { authorization: 'Bearer nope' } })).statusCode, 401);
+  assert.equal((await svc.app.inject({ url: '/v1/workflows', headers: { authorization: `Bearer ${WRITE_KEY}` } })).statusCode, 401, 'the write key is not an admin token');
+  const unset = await build(t, { env: { LIFELINE_ADMIN_TOKEN: undefined } });
+  const res = await unset.app.inject({ url: '/v1/workflows', headers: auth });
+  assert.equal(res.statusCode, 503);
+  assert.match(res.json().message, /LIFELINE_ADMIN_TOKEN/);
+});
+
+test('the built-in workflows are listed and readable; unknown keys are 404', async (t) => {
+  const svc = await build(t);
+  const list = (await svc.app.inject({ url: '/v1/workflows', headers: auth })).json().workflows as { key: string; builtin: boolean; version: number }[];
+  assert.deepEqual(list.map((w) => w.key).sort(), ['activation', 'billing-recovery', 'expansion', 'expansion-usage', 'onboarding', 'win-back']);
+  assert.ok(list.every((w) => w.builtin && w.version === 1));
+  const one = (await svc.app.inject({ url: '/v1/workflows/billing-recovery', headers: auth })).json();
+  assert.equal(one.definition.category, 'transactional');
+  assert.deepEqual(one.versions, [1]);
+  assert.equal((await svc.app.inject({ url: '/v1/workflows/nope', headers: auth })).statusCode, 404);
+  const schema = (await svc.app.inject({ url: '/v1/workflows/schema', headers: auth })).json();
+  assert.ok(schema.$defs.Step, 'the JSON Schema is published');
+});
+
+test('PUT validates in full and answers every problem with its path', async (t) => {
+  const svc = await build(t);
+  const bad = { ...custom('x'), steps: [{ id: 'w', type: 'wait', duration: 'five seconds' }, { id: 'w', type: 'send_email', template: 'welcome', subject: 'hi' }] };
+  const res = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/welcome-tour', headers: auth, payload: bad });
+  assert.equal(res.statusCode, 400);
+  const body = res.json();
+  assert.equal(body.error, 'invalid_definition');
+  const paths = (body.details as { path: string }[]).map((d) => d.path);
+  assert.ok(paths.some((p) => p.includes('/steps/0/duration')), JSON.stringify(body.details));
+  assert.ok(paths.some((p) => p.includes('/steps/1')), 'the duplicate step id is reported too');
+  const mismatch = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/other-key', headers: auth, payload: custom('x') });
+  assert.equal(mismatch.statusCode, 400);
+  const notJson = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/welcome-tour', headers: { ...auth, 'content-type': 'application/json' }, payload: '[1,2]' });
+  assert.equal(notJson.statusCode, 400);
+});
+
+test('every PUT makes a new version; pause stops new runs, resume restarts them', async (t) => {
+  const svc = await build(t, { clock: 'manual' });
+  const put1 = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/welcome-tour', headers: auth, payload: custom('Welcome!') });
+  assert.equal(put1.statusCode, 201);
+  assert.deepEqual(put1.json(), { key: 'welcome-tour', version: 1, created: true });
+  const put2 = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/welcome-tour', headers: auth, payload: custom('Welcome aboard!') });
+  assert.equal(put2.statusCode, 200);
+  assert.equal(put2.json().version, 2);
+  const got = (await svc.app.inject({ url: '/v1/workflows/welcome-tour', headers: auth })).json();
+  assert.deepEqual(got.versions, [1, 2]);
+  assert.equal(got.definition.steps[1].subject, 'Welcome aboard!');
+
+  assert.equal((await svc.app.inject({ method: 'POST', url: '/v1/workflows/welcome-tour/pause', headers: auth })).json().paused, true);
+  const signUp = (userId: string) => svc.app.inject({ method: 'POST', url: '/v1/track', headers: { authorization: `Bearer ${WRITE_KEY}` }, payload: { userId, event: 'Signed Up', timestamp: svc.clock.now().toISOString() } });
+  await signUp('paused-user');
+  await svc.drain();
+  let runs = await svc.sql`select workflow_key, version from workflow_runs where workflow_key = 'welcome-tour'`;
+  assert.equal(runs.length, 0, 'paused: nobody enters');
+  await svc.app.inject({ method: 'POST', url: '/v1/workflows/welcome-tour/resume', headers: auth });
+  await signUp('resumed-user');
+  await svc.drain();
+  runs = await svc.sql`select workflow_key, version from workflow_runs where workflow_key = 'welcome-tour'`;
+  assert.deepEqual(runs.map((r) => r.version), [2]);
+  assert.equal((await svc.app.inject({ method: 'POST', url: '/v1/workflows/nope/pause', headers: auth })).statusCode, 404);
+});
+
+test('simulate returns the same trace as a real run of the same timeline', async (t) => {
+  const svc = await build(t, { clock: 'manual', env: { QUIET_HOURS: 'off' } });
+  const clock = svc.clock as ManualClock;
+  clock.set(T);
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_sim', customer: 'cus_sim', customer_email: 'sim@x.test' }), { created: T }));
+  await svc.drain();
+  clock.set(new Date(T.getTime() + 3 * DAY));
+  await svc.drain();
+  const paidAt = new Date(T.getTime() + 4 * DAY);
+  clock.set(paidAt);
+  await deliver(svc.app, envelope('invoice.paid', invoice({ id: 'in_sim', customer: 'cus_sim', status: 'paid' }), { created: paidAt }));
+  await svc.drain();
+
+  const [run] = await svc.sql<{ id: number; status: string }[]>`select id, status from workflow_runs`;
+  assert.equal(run!.status, 'converted');
+  const real = await svc.sql<{ at: Date; step_id: string | null; kind: string; detail: string }[]>`
+    select at, step_id, kind, detail from run_trace where run_id = ${run!.id} order by id`;
+  // The very facts the real run saw, as the timeline to simulate.
+  const facts = await svc.sql<{ name: string; properties: Record<string, unknown>; occurred_at: Date }[]>`
+    select name, properties, occurred_at from domain_events where name like 'invoice.%' order by occurred_at, id`;
+  const res = await svc.app.inject({
+    method: 'POST',
+    url: '/v1/workflows/billing-recovery/simulate',
+    headers: auth,
+    payload: {
+      contact: { email: 'sim@x.test', traits: {} },
+      timeline: facts.map((f) => ({ name: f.name, properties: f.properties, occurredAt: f.occurred_at.toISOString() })),
+    },
+  });
+  assert.equal(res.statusCode, 200, res.body);
+  const sim = res.json();
+  assert.equal(sim.entered, true);
+  assert.equal(sim.final.status, 'converted');
+  assert.deepEqual(sim.sends.map((s: { template: string; at: string }) => [s.template, s.at]), [
+    ['dunning-soft-1', T.toISOString()],
+    ['dunning-soft-2', new Date(T.getTime() + 3 * DAY).toISOString()],
+  ]);
+  assert.deepEqual(
+    sim.trace.map((e: { at: string; stepId: string | null; kind: string; detail: string }) => [e.at, e.stepId, e.kind, e.detail]),
+    real.map((e) => [e.at.toISOString(), e.step_id, e.kind, e.detail]),
+  );
+  // Nothing was stored by the simulation.
+  const [{ n }] = (await svc.sql`select count(*)::int as n from workflow_runs`) as unknown as [{ n: number }];
+  assert.equal(n, 1);
+});
+
+test('simulate an unpublished definition; invalid input is a 400', async (t) => {
+  const svc = await build(t);
+  const res = await svc.app.inject({
+    method: 'POST',
+    url: '/v1/workflows/welcome-tour/simulate',
+    headers: auth,
+    payload: { definition: custom('Hi'), timeline: [{ name: 'Signed Up', occurredAt: '2026-05-01T09:00:00Z' }] },
+  });
+  assert.equal(res.statusCode, 200, res.body);
+  assert.deepEqual(res.json().sends.map((s: { template: string; at: string }) => [s.template, s.at]), [['welcome', '2026-05-01T09:00:05.000Z']]);
+  const bad = await svc.app.inject({ method: 'POST', url: '/v1/workflows/welcome-tour/simulate', headers: auth, payload: { timeline: [{ name: 'x', occurredAt: 'yesterday' }] } });
+  assert.equal(bad.statusCode, 400);
+});
+
+test('GET /v1/contacts/:id shows traits, accounts, runs with traces and messages', async (t) => {
+  const svc = await build(t, { clock: 'manual', env: { QUIET_HOURS: 'off' } });
+  (svc.clock as ManualClock).set(T);
+  const wk = { authorization: `Bearer ${WRITE_KEY}` };
+  await svc.app.inject({ method: 'POST', url: '/v1/identify', headers: wk, payload: { userId: 'u1', traits: { email: 'u1@acme.test', plan: 'trial' }, timestamp: T.toISOString() } });
+  await svc.app.inject({ method: 'POST', url: '/v1/group', headers: wk, payload: { userId: 'u1', groupId: 'acme', traits: { name: 'Acme' }, timestamp: T.toISOString() } });
+  await svc.app.inject({ method: 'POST', url: '/v1/track', headers: wk, payload: { userId: 'u1', event: 'Signed Up', timestamp: T.toISOString() } });
+  await svc.drain();
+  for (const id of ['u1', 'u1@acme.test']) {
+    const res = await svc.app.inject({ url: `/v1/contacts/${encodeURIComponent(id)}`, headers: auth });
+    assert.equal(res.statusCode, 200, res.body);
+    const c = res.json();
+    assert.equal(c.userId, 'u1');
+    assert.equal(c.traits.plan, 'trial');
+    assert.deepEqual(c.accounts.map((a: { groupId: string }) => a.groupId), ['acme']);
+    const activation = c.runs.find((r: { workflowKey: string }) => r.workflowKey === 'activation');
+    assert.ok(activation, 'the sign-up started the activation workflow');
+    assert.ok(activation.trace.length > 0 && activation.trace[0].kind === 'entered');
+    const byId = await svc.app.inject({ url: `/v1/contacts/${c.id}`, headers: auth });
+    assert.equal(byId.json().userId, 'u1');
+  }
+  assert.equal((await svc.app.inject({ url: '/v1/contacts/nobody', headers: auth })).statusCode, 404);
+});
