@@ -33,6 +33,25 @@ export interface Config {
   };
   /** how often the engine looks for due work (ms) */
   engineTickMs: number;
+  email: {
+    /** unset → log transport: messages are rendered and logged, not sent */
+    resendApiKey: string | undefined;
+    resendBaseUrl: string | undefined;
+    resendWebhookSecret: string | undefined;
+    from: string;
+    replyTo: string | undefined;
+    /** Resend requests per second for this service (Resend's default team limit is 2) */
+    rateLimitPerSecond: number;
+    /** mailto: address for List-Unsubscribe (optional, besides the one-click URL) */
+    unsubscribeMailto: string | undefined;
+  };
+  brand: {
+    productName: string;
+    logoUrl: string | undefined;
+    primaryColor: string;
+    postalAddress: string;
+    locale: string;
+  };
 }
 
 export class ConfigError extends Error {
@@ -113,7 +132,48 @@ export function loadConfig(env: Env = process.env): Config {
       quietHours: window(env, 'QUIET_HOURS', '21:00-08:00'),
     },
     engineTickMs: int(env, 'ENGINE_TICK_MS', 1000, 50, 60_000),
+    email: {
+      resendApiKey: secret(env, 'RESEND_API_KEY', 're_'),
+      resendBaseUrl: url(env, 'RESEND_BASE_URL', ['http:', 'https:']),
+      resendWebhookSecret: secret(env, 'RESEND_WEBHOOK_SECRET', 'whsec_'),
+      from: email(env, 'EMAIL_FROM', 'Lifeline <billing@example.com>'),
+      replyTo: str(env, 'EMAIL_REPLY_TO') === undefined ? undefined : email(env, 'EMAIL_REPLY_TO', ''),
+      rateLimitPerSecond: number(env, 'RESEND_RATE_LIMIT', 2, 0.1, 1000),
+      unsubscribeMailto: str(env, 'UNSUBSCRIBE_MAILTO') === undefined ? undefined : email(env, 'UNSUBSCRIBE_MAILTO', ''),
+    },
+    brand: {
+      productName: str(env, 'BRAND_NAME') ?? 'Lifeline',
+      logoUrl: url(env, 'BRAND_LOGO_URL', ['http:', 'https:']),
+      primaryColor: color(env, 'BRAND_COLOR', '#4f46e5'),
+      postalAddress: str(env, 'BRAND_POSTAL_ADDRESS') ?? '123 Example Street, Springfield, USA',
+      locale: str(env, 'BRAND_LOCALE') ?? 'en-US',
+    },
   };
+}
+
+function number(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected a number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+// "Name <addr@host>" or "addr@host".
+function email(env: Env, name: string, fallback: string): string {
+  const raw = str(env, name) ?? fallback;
+  if (!/^(?:[^<>]*<[^<>@\s]+@[^<>@\s]+>|[^<>@\s]+@[^<>@\s]+)$/.test(raw)) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected an email address, e.g. "Acme Billing <billing@acme.com>"`);
+  }
+  return raw;
+}
+
+function color(env: Env, name: string, fallback: string): string {
+  const raw = str(env, name) ?? fallback;
+  if (!/^#[0-9a-fA-F]{6}$/.test(raw)) throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected a hex color like #4f46e5`);
+  return raw;
 }
 
 function durationOrOff(env: Env, name: string, fallback: string): string | null {
