@@ -8,6 +8,8 @@ export interface ContactRow {
   email: string | null;
   stripe_customer_id: string | null;
   traits: Record<string, unknown>;
+  created_at: Date;
+  updated_at: Date;
 }
 
 const asText = (v: unknown): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
@@ -23,7 +25,9 @@ export function identityTraits(traits: Record<string, unknown> | null | undefine
 /**
  * Find or create the contact for a Segment identity and merge `traits` into it. A contact
  * created earlier from a Stripe customer (email only) or an anonymous visit is adopted when the
- * user id first appears, so one person stays one contact.
+ * user id first appears, so one person stays one contact; when the user id already has a
+ * contact, such unidentified contacts of the same person are merged into it (their history,
+ * memberships and Stripe customers move over).
  */
 export async function upsertContact(
   db: Queryable,
@@ -34,21 +38,39 @@ export async function upsertContact(
   const { email, stripeCustomerId } = identityTraits(traits);
   const patch = JSON.stringify(traits);
   let existing: ContactRow | undefined;
+  let others: ContactRow[] = [];
   if (identity.userId) {
-    [existing] = await db<ContactRow[]>`select * from contacts where user_id = ${identity.userId}`;
+    [existing] = await db<ContactRow[]>`select * from contacts where user_id = ${identity.userId} for update`;
+    // Unidentified contacts of the same person: the anonymous visitor, the contact made for the
+    // Stripe customer (explicit link, or the same email). Never another identified user. Only
+    // identities the contact does not already carry can find new ones (keeps tracks cheap).
+    const known = (a: string | null, b: string | null | undefined, fold = false) =>
+      a === null || (b != null && (fold ? a.toLowerCase() === b.toLowerCase() : a === b));
+    const same = new Map<number, ContactRow>();
+    if (!known(identity.anonymousId, existing?.anonymous_id)) {
+      for (const c of await db<ContactRow[]>`select * from contacts where user_id is null and anonymous_id = ${identity.anonymousId} for update`) same.set(c.id, c);
+    }
+    if (!known(stripeCustomerId, existing?.stripe_customer_id)) {
+      for (const c of await db<ContactRow[]>`select * from contacts where user_id is null and stripe_customer_id = ${stripeCustomerId} order by id for update`) same.set(c.id, c);
+    }
+    if (!known(email, existing?.email, true)) {
+      for (const c of await db<ContactRow[]>`select * from contacts where user_id is null and lower(email) = lower(${email}) order by id for update`) same.set(c.id, c);
+    }
+    // The anonymous visitor first (it is adopted when the user id is new), then oldest first.
+    const found = [...same.values()].sort((a, b) => Number(b.anonymous_id === identity.anonymousId) - Number(a.anonymous_id === identity.anonymousId) || a.id - b.id);
+    if (existing) others = found;
+    else [existing, ...others] = found;
+  } else if (identity.anonymousId) {
+    // Prefer the unidentified visitor; else the identified contact this device belongs to (an
+    // anonymous event can be processed after the identify that named it, e.g. a retried batch).
+    [existing] = await db<ContactRow[]>`select * from contacts where anonymous_id = ${identity.anonymousId} and user_id is null`;
     if (!existing) {
-      // Adopt an anonymous or Stripe-created contact for the same person.
+      // (Once per new visitor; contacts_anonymous_id_key only covers unidentified contacts.)
       [existing] = await db<ContactRow[]>`
-        select * from contacts
-        where user_id is null
-          and ((${identity.anonymousId}::text is not null and anonymous_id = ${identity.anonymousId})
-            or (${stripeCustomerId}::text is not null and stripe_customer_id = ${stripeCustomerId})
-            or (${email}::text is not null and lower(email) = lower(${email})))
-        order by (anonymous_id = ${identity.anonymousId}) desc nulls last, id
+        select * from contacts where anonymous_id = ${identity.anonymousId}
+        order by updated_at desc, id desc
         limit 1`;
     }
-  } else if (identity.anonymousId) {
-    [existing] = await db<ContactRow[]>`select * from contacts where anonymous_id = ${identity.anonymousId} and user_id is null`;
   }
   let row: ContactRow | undefined;
   if (existing) {
@@ -66,7 +88,7 @@ export async function upsertContact(
     // on conflict: a concurrent worker created the same user a moment ago; merge into it.
     [row] = await db<ContactRow[]>`
       insert into contacts (user_id, anonymous_id, email, stripe_customer_id, traits, created_at, updated_at)
-      values (${identity.userId}, ${identity.userId ? identity.anonymousId : identity.anonymousId}, ${email}, ${stripeCustomerId}, ${patch}::text::jsonb, ${now}, ${now})
+      values (${identity.userId}, ${identity.anonymousId}, ${email}, ${stripeCustomerId}, ${patch}::text::jsonb, ${now}, ${now})
       on conflict (user_id) do update set
         email = coalesce(excluded.email, contacts.email),
         stripe_customer_id = coalesce(excluded.stripe_customer_id, contacts.stripe_customer_id),
@@ -75,24 +97,71 @@ export async function upsertContact(
       returning *`;
   }
   if (!row) throw new Error('contact upsert returned no row');
-  await linkContactToCustomers(db, row);
+  for (const other of others) row = await mergeContact(db, row, other, now);
+  row.stripe_customer_id = await linkContactToCustomers(db, row);
   return row;
 }
 
-/** Point Stripe customers at this contact: by explicit stripeCustomerId trait, else by email. */
-async function linkContactToCustomers(db: Queryable, contact: ContactRow): Promise<void> {
+/**
+ * Fold the unidentified contact `from` into `into`: its timeline, memberships and Stripe
+ * customers move over, its traits fill keys `into` lacks, and it is deleted.
+ */
+async function mergeContact(db: Queryable, into: ContactRow, from: ContactRow, now: Date): Promise<ContactRow> {
+  await db`update domain_events set contact_id = ${into.id} where contact_id = ${from.id}`;
+  await db`
+    insert into account_members (account_id, contact_id, joined_at)
+    select account_id, ${into.id}, joined_at from account_members where contact_id = ${from.id}
+    on conflict (account_id, contact_id) do update set joined_at = least(account_members.joined_at, excluded.joined_at)`;
+  await db`update customers set contact_id = ${into.id} where contact_id = ${from.id}`;
+  // Workflow history follows the person: runs (unless `into` already has a run for the same
+  // workflow and key — then the duplicate stays ended with the old contact), messages, entries.
+  await db`
+    update workflow_runs r set contact_id = ${into.id}
+    where r.contact_id = ${from.id}
+      and not exists (select 1 from workflow_runs o where o.contact_id = ${into.id} and o.workflow_key = r.workflow_key and o.run_key = r.run_key)`;
+  await db`update workflow_runs set status = 'exited', due_at = null, ended_at = ${now} where contact_id = ${from.id} and status = 'active'`;
+  await db`update messages set contact_id = ${into.id} where contact_id = ${from.id}`;
+  await db`delete from segment_memberships where contact_id = ${from.id}`;
+  await db`update scheduled_entries set contact_id = ${into.id} where contact_id = ${from.id}
+           and not exists (select 1 from scheduled_entries s where s.contact_id = ${into.id} and s.workflow_key = scheduled_entries.workflow_key and s.trait_value = scheduled_entries.trait_value)`;
+  await db`delete from contacts where id = ${from.id}`;
+  const [row] = await db<ContactRow[]>`
+    update contacts set
+      anonymous_id = coalesce(anonymous_id, ${from.anonymous_id}),
+      email = coalesce(email, ${from.email}),
+      stripe_customer_id = coalesce(stripe_customer_id, ${from.stripe_customer_id}),
+      traits = ${JSON.stringify(from.traits ?? {})}::text::jsonb || traits,
+      created_at = least(created_at, ${from.created_at}),
+      updated_at = ${now}
+    where id = ${into.id}
+    returning *`;
+  if (!row) throw new Error('contact merge returned no row');
+  return row;
+}
+
+/**
+ * Point Stripe customers at this contact: by explicit stripeCustomerId trait, else by email.
+ * Returns the contact's Stripe customer id afterwards.
+ */
+async function linkContactToCustomers(db: Queryable, contact: ContactRow): Promise<string | null> {
   if (contact.stripe_customer_id) {
     await db`update customers set contact_id = ${contact.id} where id = ${contact.stripe_customer_id} and contact_id is distinct from ${contact.id}`;
-  } else if (contact.email) {
+    return contact.stripe_customer_id;
+  }
+  if (contact.email) {
     const linked = await db<{ id: string }[]>`
       update customers set contact_id = ${contact.id}
       where lower(email) = lower(${contact.email}) and (contact_id is null or contact_id in (
         select id from contacts where user_id is null and id <> ${contact.id}))
       returning id`;
     if (linked.length === 1) {
-      await db`update contacts set stripe_customer_id = ${linked[0]!.id} where id = ${contact.id} and stripe_customer_id is null`;
+      const [row] = await db<{ stripe_customer_id: string | null }[]>`
+        update contacts set stripe_customer_id = coalesce(stripe_customer_id, ${linked[0]!.id}) where id = ${contact.id}
+        returning stripe_customer_id`;
+      return row?.stripe_customer_id ?? null;
     }
   }
+  return null;
 }
 
 /**

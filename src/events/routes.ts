@@ -6,6 +6,7 @@ import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { storeProductEvents, type InboxMessage } from './event-inbox.ts';
 import {
   AcceptedSchema,
+  BatchErrorSchema,
   BatchResultSchema,
   BatchSchema,
   GroupSchema,
@@ -19,29 +20,109 @@ import {
 
 type Kind = keyof typeof checkers;
 type Rejection = { index: number; messageId: string | null; error: string; message: string };
+/** What a batch request says for all its items (Segment merges `context`, uses `sentAt` for clock skew). */
+type BatchEnvelope = { context?: Record<string, unknown>; sentAt?: string };
+
+/** Deeper JSON than this is refused: PostgreSQL's jsonb parser runs out of stack a few thousand levels down. */
+export const MAX_JSON_DEPTH = 64;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Human message for the first schema error, naming the offending field. */
+function describeSchemaError(kind: Kind, error: { instancePath?: string; params?: unknown; message?: string } | undefined): string {
+  if (!error) return `${kind} message is invalid`;
+  const field = error.instancePath ? error.instancePath.slice(1).replaceAll('/', '.') : '';
+  // TypeBox reports a missing required property as params.requiredProperties (an array), at the
+  // path of the object that lacks it (AJV's equivalent is params.missingProperty).
+  const params = (error.params ?? {}) as { requiredProperties?: unknown; missingProperty?: unknown };
+  const missing = Array.isArray(params.requiredProperties)
+    ? params.requiredProperties.map(String)
+    : typeof params.missingProperty === 'string'
+      ? [params.missingProperty]
+      : [];
+  if (missing.length > 0) {
+    const names = missing.map((m) => (field ? `${field}.${m}` : m));
+    return `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} required`;
+  }
+  return `${field || kind} ${error.message ?? 'is invalid'}`;
+}
+
+/**
+ * Why a value cannot be stored as text/jsonb in PostgreSQL, or null when it can: NUL characters
+ * and lone UTF-16 surrogates are refused by PostgreSQL (they would fail the whole INSERT, and a
+ * retrying sender would be stuck on a 503 forever), and very deep nesting exhausts its parser.
+ */
+function unstorable(value: unknown, path: string, depth = 0): string | null {
+  if (typeof value === 'string') {
+    if (value.includes('\u0000')) return `${path || 'message'} must not contain NUL (\\u0000) characters`;
+    if (!value.isWellFormed()) return `${path || 'message'} must be valid Unicode (it contains a lone surrogate)`;
+    return null;
+  }
+  if (typeof value !== 'object' || value === null) return null;
+  if (depth >= MAX_JSON_DEPTH) return `${path || 'message'} is nested more than ${MAX_JSON_DEPTH} levels deep`;
+  // Name the path precisely near the top; deep down, name where the problem starts.
+  const at = (step: string) => (depth < 4 ? `${path}${step}` : path);
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const why = unstorable(value[i], at(`[${i}]`), depth + 1);
+      if (why) return why;
+    }
+    return null;
+  }
+  for (const [key, v] of Object.entries(value)) {
+    if (unstorable(key, '')) return `${path || 'message'} has a property name that is not valid text (NUL character or lone surrogate)`;
+    const why = unstorable(v, at(path ? `.${key}` : key), depth + 1);
+    if (why) return why;
+  }
+  return null;
+}
+
+function parseDate(value: unknown): Date | null {
+  if (typeof value !== 'string') return null;
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+/**
+ * When the event happened. Segment semantics: `timestamp` when given; otherwise the client's
+ * `originalTimestamp` corrected for its clock skew (receivedAt - (sentAt - originalTimestamp)),
+ * as analytics.js sends no `timestamp`; otherwise the time received.
+ */
+function eventTime(raw: Record<string, unknown>, now: Date, batchSentAt: unknown): Date {
+  const original = parseDate(raw.originalTimestamp);
+  if (!original) return now;
+  const sentAt = parseDate(raw.sentAt) ?? parseDate(batchSentAt);
+  if (!sentAt) return original;
+  return new Date(now.getTime() - (sentAt.getTime() - original.getTime()));
+}
 
 /** Turn one validated Segment message into an inbox row, or explain why it is refused. */
-function toInboxMessage(kind: Kind, raw: Record<string, unknown>, now: Date, batchContext?: Record<string, unknown>):
+function toInboxMessage(kind: Kind, raw: Record<string, unknown>, now: Date, batch: BatchEnvelope = {}):
   | { ok: true; message: InboxMessage }
   | { ok: false; error: string; message: string } {
   const checker = checkers[kind];
   if (!checker.Check(raw as unknown)) {
     const first = [...checker.Errors(raw)][0];
-    const field = first?.instancePath ? first.instancePath.slice(1).replaceAll('/', '.') : '';
-    const missing = first && 'requiredProperties' in first.params ? String((first.params as { requiredProperties: string[] }).requiredProperties[0]) : '';
-    return { ok: false, error: 'validation_failed', message: `${field || missing || kind} ${first?.message ?? 'is invalid'}`.trim() };
+    return { ok: false, error: 'validation_failed', message: describeSchemaError(kind, first) };
   }
   const userId = typeof raw.userId === 'string' ? raw.userId : null;
   const anonymousId = typeof raw.anonymousId === 'string' ? raw.anonymousId : null;
   if (!userId && !anonymousId) {
     return { ok: false, error: 'validation_failed', message: 'userId or anonymousId is required' };
   }
-  let timestamp = now;
+  const problem = unstorable(raw, '');
+  if (problem) return { ok: false, error: 'validation_failed', message: problem };
+  let timestamp: Date;
   if (typeof raw.timestamp === 'string') {
-    timestamp = new Date(raw.timestamp);
-    if (Number.isNaN(timestamp.getTime())) return { ok: false, error: 'validation_failed', message: 'timestamp must be an ISO-8601 date-time' };
+    const parsed = parseDate(raw.timestamp);
+    if (!parsed) return { ok: false, error: 'validation_failed', message: 'timestamp must be an ISO-8601 date-time' };
+    timestamp = parsed;
+  } else {
+    timestamp = eventTime(raw, now, batch.sentAt);
   }
-  const context = (raw.context as Record<string, unknown> | undefined) ?? batchContext ?? null;
+  // Segment: the batch's context is merged with each item's own (the item wins).
+  const own = isObject(raw.context) ? raw.context : undefined;
+  const context = own || batch.context ? { ...batch.context, ...own } : null;
   const base = {
     messageId: typeof raw.messageId === 'string' ? raw.messageId : `lifeline-${randomUUID()}`,
     userId,
@@ -56,7 +137,11 @@ function toInboxMessage(kind: Kind, raw: Record<string, unknown>, now: Date, bat
     case 'screen': {
       // Page/screen views become track events so workflows can use them like any other event.
       const name = kind === 'page' ? 'Page Viewed' : 'Screen Viewed';
-      const properties = { ...((raw.properties as Record<string, unknown>) ?? {}), ...(raw.name ? { name: raw.name } : {}) };
+      const properties = {
+        ...((raw.properties as Record<string, unknown>) ?? {}),
+        ...(typeof raw.name === 'string' && raw.name !== '' ? { name: raw.name } : {}),
+        ...(typeof raw.category === 'string' && raw.category !== '' ? { category: raw.category } : {}),
+      };
       return { ok: true, message: { ...base, kind: 'track', event: name, properties, traits: null, groupId: groupOf(context) } };
     }
     case 'identify':
@@ -117,6 +202,7 @@ export async function productEventRoutes(app: FastifyInstance, deps: AppDeps): P
   single('identify', '/v1/identify', IdentifySchema, 'Create or update a contact and its traits (Segment identify)');
   single('group', '/v1/group', GroupSchema, 'Associate a contact with an account and set account traits (Segment group)');
   single('page', '/v1/page', PageSchema, 'Record a page view (stored as a "Page Viewed" track event)');
+  single('screen', '/v1/screen', PageSchema, 'Record a mobile screen view (stored as a "Screen Viewed" track event)');
 
   app.post(
     '/v1/batch',
@@ -129,33 +215,54 @@ export async function productEventRoutes(app: FastifyInstance, deps: AppDeps): P
         tags: ['events'],
         security: [{ writeKey: [] }],
         body: BatchSchema,
-        response: { 200: BatchResultSchema, 400: BatchResultSchema, 401: ErrorSchema, 413: ErrorSchema, 503: ErrorSchema },
+        response: { 200: BatchResultSchema, 400: BatchErrorSchema, 401: ErrorSchema, 413: ErrorSchema, 503: ErrorSchema },
       },
     },
     async (request, reply) => {
-      const body = request.body as { batch: Record<string, unknown>[]; context?: Record<string, unknown> };
+      const body = request.body as { batch: unknown[] } & BatchEnvelope;
       const now = deps.clock.now();
       const rejected: Rejection[] = [];
       const accepted: InboxMessage[] = [];
       body.batch.forEach((item, index) => {
+        if (!isObject(item)) {
+          rejected.push({ index, messageId: null, error: 'validation_failed', message: 'message must be an object' });
+          return;
+        }
         const messageId = typeof item.messageId === 'string' ? item.messageId : null;
         const type = item.type;
-        if (typeof type !== 'string' || !(type in checkers)) {
+        // Own properties only: `'toString' in checkers` is true.
+        if (typeof type !== 'string' || !Object.hasOwn(checkers, type)) {
           rejected.push({ index, messageId, error: 'unsupported_type', message: `type must be one of track, identify, group, page, screen (got ${JSON.stringify(type ?? null)})` });
+          return;
+        }
+        // Validated first: it bounds the nesting depth, so measuring (JSON.stringify) is safe.
+        const result = toInboxMessage(type as Kind, item, now, body);
+        if (!result.ok) {
+          rejected.push({ index, messageId, error: result.error, message: result.message });
           return;
         }
         if (byteLength(item) > MAX_EVENT_BYTES) {
           rejected.push({ index, messageId, error: 'payload_too_large', message: `message is larger than ${MAX_EVENT_BYTES / 1024} KB` });
           return;
         }
-        const result = toInboxMessage(type as Kind, item, now, body.context);
-        if (result.ok) accepted.push(result.message);
-        else rejected.push({ index, messageId, error: result.error, message: result.message });
+        accepted.push(result.message);
       });
+      if (accepted.length === 0) {
+        const codes = new Set(rejected.map((r) => r.error));
+        const [code] = codes.size === 1 ? codes : ['validation_failed'];
+        const first = rejected[0];
+        return reply.code(400).send({
+          error: code ?? 'validation_failed',
+          message: `No message in the batch was accepted${first ? ` (first: index ${first.index}: ${first.message})` : ''}`,
+          success: false,
+          accepted: 0,
+          duplicates: 0,
+          rejected,
+        });
+      }
       const inserted = await store(accepted, request);
       const duplicates = accepted.length - inserted.size;
-      const allRejected = accepted.length === 0;
-      return reply.code(allRejected ? 400 : 200).send({ success: !allRejected, accepted: accepted.length, duplicates, rejected });
+      return reply.code(200).send({ success: true, accepted: accepted.length, duplicates, rejected });
     },
   );
 }

@@ -38,15 +38,18 @@ export const GroupSchema = Type.Object({
   traits: Type.Optional(Json),
 });
 
+// `type` is optional: Segment's /v1/page and /v1/screen endpoints do not require it.
 export const PageSchema = Type.Object({
   ...Common,
-  type: Type.Union([Type.Literal('page'), Type.Literal('screen')]),
+  type: Type.Optional(Type.Union([Type.Literal('page'), Type.Literal('screen')])),
   name: Type.Optional(Type.String({ maxLength: 200 })),
+  category: Type.Optional(Type.String({ maxLength: 200 })),
   properties: Type.Optional(Json),
 });
 
 export const BatchSchema = Type.Object({
-  batch: Type.Array(Type.Record(Type.String(), Type.Unknown()), { minItems: 1, maxItems: 2500 }),
+  // Items are checked one by one (a malformed item is rejected alone, not the whole batch).
+  batch: Type.Array(Type.Unknown(), { minItems: 1, maxItems: 2500 }),
   context: Type.Optional(Json),
   sentAt: Type.Optional(Type.String()),
 });
@@ -69,6 +72,20 @@ export const BatchResultSchema = Type.Object({
       message: Type.String(),
     }),
   ),
+});
+
+/**
+ * 400 from /v1/batch: either every item was rejected (the batch result plus error/message), or
+ * the request itself was malformed (invalid JSON, no `batch` array: just error/message).
+ */
+export const BatchErrorSchema = Type.Object({
+  error: Type.String({ description: 'stable machine-readable code' }),
+  message: Type.String(),
+  details: Type.Optional(Type.Unknown()),
+  success: Type.Optional(Type.Boolean()),
+  accepted: Type.Optional(Type.Integer()),
+  duplicates: Type.Optional(Type.Integer()),
+  rejected: Type.Optional(BatchResultSchema.properties.rejected),
 });
 
 export const checkers = {
