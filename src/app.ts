@@ -13,6 +13,9 @@ import { stripeWebhookRoutes } from './stripe/webhook-route.ts';
 import { productEventRoutes } from './events/routes.ts';
 import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.ts';
 import { contactRoutes } from './contacts/routes.ts';
+import { emailRoutes } from './email/routes.ts';
+import type { TemplateCatalog } from './email/templates.ts';
+import { reportRoutes } from './reports/routes.ts';
 
 /** Everything the HTTP layer needs, passed in explicitly (no module-level singletons). */
 export interface AppDeps {
@@ -22,6 +25,9 @@ export interface AppDeps {
   logger: Logger;
   /** absent in tests that build the app alone */
   boss?: PgBoss;
+  templates?: TemplateCatalog;
+  /** HMAC secret for email tokens (unsubscribe, click links) */
+  secret?: string;
 }
 
 /** Builds the Fastify app; `server.ts` owns the process (listening, workers, shutdown). */
@@ -36,6 +42,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Stripe payloads and Segment batches can nest deeply; AJV coercion would hide bad input.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
     return503OnClosing: true,
+    // Signed tokens in email links (unsubscribe, click tracking) are longer than the default 100.
+    routerOptions: { maxParamLength: 2048 },
   }) as unknown as FastifyInstance;
 
   installErrorHandler(app);
@@ -66,6 +74,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (scope) => productEventRoutes(scope, deps));
   await app.register(async (scope) => workflowRoutes(scope, deps));
   await app.register(async (scope) => contactRoutes(scope, deps));
+  await app.register(async (scope) => emailRoutes(scope, deps));
+  await app.register(async (scope) => reportRoutes(scope, deps));
 
   return app;
 }

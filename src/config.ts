@@ -51,7 +51,11 @@ export interface Config {
     primaryColor: string;
     postalAddress: string;
     locale: string;
+    /** where "open the app" buttons point (your product), default PUBLIC_URL */
+    appUrl: string;
   };
+  /** folder where the log transport writes rendered emails */
+  outboxDir: string;
 }
 
 export class ConfigError extends Error {
@@ -147,7 +151,9 @@ export function loadConfig(env: Env = process.env): Config {
       primaryColor: color(env, 'BRAND_COLOR', '#4f46e5'),
       postalAddress: str(env, 'BRAND_POSTAL_ADDRESS') ?? '123 Example Street, Springfield, USA',
       locale: str(env, 'BRAND_LOCALE') ?? 'en-US',
+      appUrl: url(env, 'APP_URL', ['http:', 'https:']) ?? `http://localhost:${port}`,
     },
+    outboxDir: str(env, 'LIFELINE_OUTBOX_DIR') ?? '.lifeline/outbox',
   };
 }
 

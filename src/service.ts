@@ -17,6 +17,9 @@ import { builtinDefinitions } from './workflows/builtin/index.ts';
 import { createEngine, WEBHOOK_QUEUE, type Engine } from './workflows/engine.ts';
 import { deliverWebhook } from './workflows/webhook-delivery.ts';
 import { seedBuiltins } from './workflows/workflow-store.ts';
+import { loadTemplates, type TemplateCatalog } from './email/templates.ts';
+import { createEmailSender, type EmailSender } from './email/sender.ts';
+import { createLogTransport, createResendTransport, type EmailTransport } from './email/transport.ts';
 
 export interface Service {
   config: Config;
@@ -26,6 +29,9 @@ export interface Service {
   app: FastifyInstance | null;
   inbox: InboxConsumer;
   engine: Engine;
+  email: EmailSender;
+  templates: TemplateCatalog;
+  transport: EmailTransport;
   clock: Clock;
   /** HMAC secret for webhooks and email tokens */
   secret: string;
@@ -41,6 +47,8 @@ export async function startService(options: {
   clock?: Clock;
   /** do not start background loops (tests drive them explicitly) */
   manualWorkers?: boolean;
+  /** replaces the transport chosen from configuration (tests, benchmarks) */
+  transport?: EmailTransport;
 }): Promise<Service> {
   const { config, logger } = options;
   const clock = options.clock ?? systemClock;
@@ -52,6 +60,8 @@ export async function startService(options: {
     databaseUrl = embedded.url;
   }
   try {
+    // Templates first: a broken template stops start-up with its file and line.
+    const templates = await loadTemplates({ brand: config.brand });
     await runMigrations(databaseUrl);
     const sql = createSql(databaseUrl, { max: config.dbPoolMax });
     await seedBuiltins(sql, builtinDefinitions, clock.now());
@@ -59,15 +69,25 @@ export async function startService(options: {
     const boss = await startBoss({ databaseUrl, role: config.role, logger });
     const inbox = createInboxConsumer({ sql, clock, logger });
     const engine = createEngine({ sql, boss, clock, logger, config });
+    const transport =
+      options.transport ??
+      (config.email.resendApiKey
+        ? createResendTransport({ apiKey: config.email.resendApiKey, baseUrl: config.email.resendBaseUrl })
+        : createLogTransport({ logger, dir: config.outboxDir }));
+    if (transport.name === 'log') logger.warn(`RESEND_API_KEY not set: emails are rendered into ${config.outboxDir} and logged, not sent`);
+    const email = createEmailSender({ sql, clock, logger, config, templates, transport, secret });
     const worker = config.role !== 'api';
     if (worker && !options.manualWorkers) {
       await inbox.start();
       await engine.start();
-      await boss.work<{ deliveryId: string }>(WEBHOOK_QUEUE, { batchSize: 5, pollingIntervalSeconds: 1 }, async (jobs) => {
+      await email.start();
+      // notifyPollingIntervalSeconds: retries create no notification; without it pg-boss re-polls a
+      // notify-enabled queue only every 30 s.
+      await boss.work<{ deliveryId: string }>(WEBHOOK_QUEUE, { batchSize: 5, pollingIntervalSeconds: 1, notifyPollingIntervalSeconds: 1 }, async (jobs) => {
         for (const job of jobs) await deliverWebhook({ sql, clock, logger, secret }, job.data.deliveryId);
       });
     }
-    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss }) : null;
+    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss, templates, secret }) : null;
 
     let stopped = false;
     return {
@@ -78,13 +98,17 @@ export async function startService(options: {
       app,
       inbox,
       engine,
+      email,
+      templates,
+      transport,
       clock,
       secret,
       async drain() {
         for (let i = 0; i < 100; i++) {
           const n = await inbox.drain();
           await engine.drain();
-          if (n === 0) return;
+          const sent = await email.sendPending();
+          if (n === 0 && sent.sent + sent.failed + sent.skipped === 0) return;
         }
       },
       async stop() {
@@ -93,6 +117,7 @@ export async function startService(options: {
         if (app) await app.close(); // 1. stop taking requests, let in-flight ones finish
         await inbox.stop(); // 2. finish the batch in flight
         await engine.stop();
+        await email.stop();
         await boss.stop({ graceful: true, timeout: 10_000 }); // 3. finish jobs, stop pg-boss
         await sql.end({ timeout: 5 }); // 4. close our pool
         if (embedded) await embedded.stop(); // 5. stop the embedded database

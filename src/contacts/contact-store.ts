@@ -176,7 +176,12 @@ export async function contactForCustomer(
 ): Promise<number> {
   await db`select pg_advisory_xact_lock(hashtext(${'customer:' + customer.id}))`;
   const [current] = await db<{ contact_id: number | null }[]>`select contact_id from customers where id = ${customer.id}`;
-  if (current?.contact_id) return current.contact_id;
+  if (current?.contact_id) {
+    // A contact made before Stripe told us the billing email (e.g. from a subscription event)
+    // gets it as soon as an invoice or customer event carries it.
+    if (customer.email) await db`update contacts set email = ${customer.email} where id = ${current.contact_id} and email is null`;
+    return current.contact_id;
+  }
   const [found] = await db<{ id: number }[]>`
     select id from contacts
     where stripe_customer_id = ${customer.id}

@@ -353,19 +353,49 @@ export const messages = pgTable(
     category: text('category').notNull(),
     variant: text('variant'),
     data: jsonb('data').notNull().default(sql`'{}'::jsonb`),
-    status: text('status').notNull(), // queued | sent | delivered | bounced | complained | failed | skipped
+    status: text('status').notNull(), // queued | sending | sent | delivered | bounced | complained | failed | skipped
     statusReason: text('status_reason'),
     providerId: text('provider_id'),
+    attempts: integer('attempts').notNull().default(0),
+    /** a sender owns the message until then (a crashed sender's claim expires) */
+    lockedUntil: tstz('locked_until'),
+    /** not before: backoff after a transient provider error */
+    nextAttemptAt: tstz('next_attempt_at'),
     createdAt: tstz('created_at').notNull(),
     sentAt: tstz('sent_at'),
+    deliveredAt: tstz('delivered_at'),
+    openedAt: tstz('opened_at'),
+    clickedAt: tstz('clicked_at'),
     updatedAt: tstz('updated_at').notNull(),
   },
   (t) => [
     index('messages_contact_idx').on(t.contactId, t.createdAt),
     index('messages_run_idx').on(t.runId),
-    index('messages_queued_idx').on(t.createdAt).where(sql`status = 'queued'`),
+    index('messages_pending_idx').on(t.createdAt).where(sql`status in ('queued', 'sending')`),
+    index('messages_provider_idx').on(t.providerId),
   ],
 );
+
+/** Each message's status timeline (queued, sent, delivered, bounced, complained, opened, clicked, failed). */
+export const messageEvents = pgTable(
+  'message_events',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    messageId: text('message_id').notNull(),
+    status: text('status').notNull(),
+    at: tstz('at').notNull(),
+    detail: text('detail'),
+    /** provider webhook event id (svix-id), to ignore redeliveries */
+    sourceId: text('source_id'),
+  },
+  (t) => [index('message_events_message_idx').on(t.messageId, t.at), uniqueIndex('message_events_source_key').on(t.sourceId)],
+);
+
+/** A global slot clock for the email provider's rate limit, shared by every worker instance. */
+export const rateLimits = pgTable('rate_limits', {
+  name: text('name').primaryKey(),
+  nextSlotAt: tstz('next_slot_at').notNull(),
+});
 
 /** Outgoing workflow webhooks (Slack, CRM), keyed by (run, step), delivered with retries. */
 export const webhookDeliveries = pgTable('webhook_deliveries', {
@@ -416,3 +446,74 @@ export const suppressions = pgTable('suppressions', {
   reason: text('reason').notNull(),
   createdAt: tstz('created_at').notNull(),
 });
+
+// ---------------------------------------------------------------------------------------------
+// Reports: the recovery ledger. One row per recovery case (an invoice with at least one failed
+// payment, not the first invoice of a new subscription), recomputed per invoice from the
+// timeline whenever a relevant fact arrives (src/reports/recovery-cases.ts); the report reads
+// only this table. The definitions of every column are in src/reports/definitions.ts.
+
+export const recoveryCases = pgTable(
+  'recovery_cases',
+  {
+    invoiceId: text('invoice_id').primaryKey(),
+    customerId: text('customer_id').notNull(),
+    subscriptionId: text('subscription_id'),
+    /** lower-case ISO 4217 */
+    currency: text('currency').notNull(),
+    /** amount due at the first failure, minor units */
+    amountDue: minor('amount_due').notNull(),
+    firstFailedAt: tstz('first_failed_at').notNull(),
+    declineClass: text('decline_class').notNull(), // sca | hard | soft | unknown (worst seen)
+    attempts: integer('attempts').notNull(),
+    state: text('state').notNull(), // open | recovered | lost | voided
+    /** amount_paid of a recovered invoice, else 0 */
+    amountRecovered: minor('amount_recovered').notNull().default(0),
+    recoveredAt: tstz('recovered_at'),
+    /** first time the case was lost (written off, or its subscription ended unpaid) */
+    lostAt: tstz('lost_at'),
+    voidedAt: tstz('voided_at'),
+    /** recovered after it had been lost */
+    late: boolean('late').notNull().default(false),
+    attribution: text('attribution'), // recovered cases only
+    holdout: boolean('holdout').notNull().default(false),
+    /** the invoice's billing-recovery run (null: no run, e.g. the workflow was paused) */
+    runId: bigint('run_id', { mode: 'number' }),
+    computedAt: tstz('computed_at').notNull(),
+  },
+  (t) => [
+    index('recovery_cases_cohort_idx').on(t.firstFailedAt, t.currency),
+    index('recovery_cases_customer_idx').on(t.customerId),
+    index('recovery_cases_subscription_idx').on(t.subscriptionId),
+  ],
+);
+
+/** Invoices whose case must be recomputed at the next refresh (consumed by the refresh). */
+export const recoveryDirty = pgTable('recovery_dirty', {
+  invoiceId: text('invoice_id').primaryKey(),
+  markedAt: tstz('marked_at').notNull(),
+});
+
+/** How far the refresh has read each source table (domain_events, payment_failures, …), by id. */
+export const recoveryRefreshCursors = pgTable('recovery_refresh_cursors', {
+  source: text('source').primaryKey(),
+  lastId: bigint('last_id', { mode: 'number' }).notNull(),
+  updatedAt: tstz('updated_at').notNull(),
+});
+
+/**
+ * Ids at or below a cursor that were not visible when the cursor moved (a transaction still in
+ * flight, or an id burnt by a rollback / ON CONFLICT DO NOTHING): re-checked at every refresh
+ * until they appear or the gap is older than the refresh's gap TTL.
+ */
+export const recoveryRefreshGaps = pgTable(
+  'recovery_refresh_gaps',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    source: text('source').notNull(),
+    lo: bigint('lo', { mode: 'number' }).notNull(),
+    hi: bigint('hi', { mode: 'number' }).notNull(),
+    notedAt: tstz('noted_at').notNull(),
+  },
+  (t) => [index('recovery_refresh_gaps_source_idx').on(t.source, t.lo)],
+);

@@ -187,15 +187,20 @@ export function createEngine(deps: EngineDeps): Engine {
       const match = matchesTrigger(def, trigger, context);
       if (!match.match) return false;
     }
+    const resolvedAccount = accountId ?? (context.account ? Number(context.account.id) : null);
+    // A workflow for the account's admins is about the account: its entry rule (once, active
+    // run, cooldown) counts the account's runs, whichever member triggered them; otherwise every
+    // member hitting the trigger would send the same admins the same email again.
+    const perAccount = def.audience === 'account_admins' && resolvedAccount !== null;
     const existing = await tx<{ key: string; status: RunState['status']; startedAt: string }[]>`
       select run_key as key, status, to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
-      from workflow_runs where workflow_key = ${def.key} and contact_id = ${contact.id}`;
+      from workflow_runs
+      where workflow_key = ${def.key} and ${perAccount ? tx`account_id = ${resolvedAccount}` : tx`contact_id = ${contact.id}`}`;
     const decision = entryDecision(def, trigger, context, existing, now);
     if (!decision.enter) {
       logger.debug({ workflow: def.key, contactId: contact.id, reason: decision.reason }, 'not entered');
       return false;
     }
-    const resolvedAccount = accountId ?? (context.account ? Number(context.account.id) : null);
     const [row] = await tx<RunRow[]>`
       insert into workflow_runs (workflow_key, version, contact_id, account_id, run_key, status, state, trigger_event_id, started_at, updated_at)
       values (${def.key}, ${version}, ${contact.id}, ${resolvedAccount}, ${decision.key}, 'active', '{}'::jsonb, ${triggerEventId}, ${now}, ${now})
@@ -216,14 +221,19 @@ export function createEngine(deps: EngineDeps): Engine {
     const contact = await loadContact(tx, event.contact_id);
     if (!contact) return;
 
-    // 1. Runs already under way for this contact.
+    // 1. Runs already under way for this contact, and account-level runs (audience
+    //    account_admins) of its account: e.g. an expansion run started by one member converts
+    //    when the account's subscription (a fact on the billing contact) is upgraded.
     const runs = await tx<RunRow[]>`
       select id, workflow_key, version, contact_id, account_id, status, state, due_at
-      from workflow_runs where contact_id = ${event.contact_id} and status = 'active'
+      from workflow_runs
+      where status = 'active'
+        and (contact_id = ${event.contact_id} or (${event.account_id}::bigint is not null and account_id = ${event.account_id}))
       order by id for update`;
     for (const run of runs) {
       const def = await definitionOf(tx, run.workflow_key, run.version);
       if (!def) continue;
+      if (run.contact_id !== event.contact_id && def.audience !== 'account_admins') continue;
       const names = runEventNames(def);
       if (names !== 'all' && !names.includes(fact.name)) continue;
       await feed(tx, run, { type: 'event', event: fact });
@@ -387,7 +397,7 @@ export function createEngine(deps: EngineDeps): Engine {
     drain,
     async start() {
       running = true;
-      await boss.work<{ runId: number }>(DUE_QUEUE, { batchSize: 20, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+      await boss.work<{ runId: number }>(DUE_QUEUE, { batchSize: 20, pollingIntervalSeconds: 0.5, notifyPollingIntervalSeconds: 1 }, async (jobs) => {
         for (const job of jobs) await advanceDue(job.data.runId);
       });
       const listener = await sql.listen(DOMAIN_EVENT_CHANNEL, wakeFeed);

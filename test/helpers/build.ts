@@ -2,6 +2,8 @@
 // database, closed after the test. Background loops are off by default: tests drive the
 // consumers explicitly (e.g. `await svc.inbox.drain()`), which keeps them deterministic.
 import type { TestContext } from 'node:test';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { ManualClock, systemClock, type Clock } from '../../src/clock.ts';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -19,7 +21,7 @@ export interface Built extends Service {
 
 export async function build(
   t: TestContext,
-  options: { env?: Record<string, string | undefined>; clock?: Clock | 'manual'; manualWorkers?: boolean } = {},
+  options: { env?: Record<string, string | undefined>; clock?: Clock | 'manual'; manualWorkers?: boolean; transport?: import('../../src/email/transport.ts').EmailTransport } = {},
 ): Promise<Built & { clock: Clock }> {
   const db = await createTestDatabase();
   const config: Config = loadConfig({
@@ -29,6 +31,10 @@ export async function build(
     LIFELINE_ADMIN_TOKEN: ADMIN_TOKEN,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
     DB_POOL_MAX: '5',
+    // The log transport writes rendered emails here; keep test runs out of the project folder.
+    LIFELINE_OUTBOX_DIR: path.join(tmpdir(), 'lifeline-test-outbox', db.name),
+    // Sends are rate-limited by real waits; tests that measure the limit set their own.
+    RESEND_RATE_LIMIT: '1000',
     ...options.env,
   });
   const clock = options.clock === 'manual' ? new ManualClock() : (options.clock ?? systemClock);
@@ -37,6 +43,7 @@ export async function build(
     logger: createLogger(config.logLevel),
     clock,
     manualWorkers: options.manualWorkers ?? true,
+    ...(options.transport ? { transport: options.transport } : {}),
   });
   t.after(async () => {
     await service.stop();

@@ -1,0 +1,281 @@
+// Delivers queued messages: claim → render → send (batched, under the provider's rate limit) →
+// record. Once-only: the message id is the provider idempotency key (Resend remembers it 24 h)
+// and our own log never sends a message marked sent again. Nothing is dropped silently: every
+// outcome (sent, failed with reason, skipped for suppression) is a status with a timeline.
+import { createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.ts';
+import type { Config } from '../config.ts';
+import type { Queryable, Sql, Tx } from '../db/connection.ts';
+import { reserveSlot } from './rate-limit.ts';
+import { signToken } from './tokens.ts';
+import type { EmailTransport, OutgoingEmail } from './transport.ts';
+import type { RenderData, TemplateCatalog } from './templates.ts';
+
+export const OUTBOX_CHANNEL = 'lifeline_outbox';
+/** Resend's batch endpoint takes up to 100 emails per request. */
+const MAX_BATCH = 100;
+/** A claimed message returns to the pool if its sender dies before recording the outcome. */
+const CLAIM_MS = 2 * 60_000;
+const MAX_TRANSIENT_TRIES = 6;
+
+interface PendingRow {
+  id: string;
+  contact_id: number | null;
+  to_email: string | null;
+  template: string;
+  subject: string;
+  category: string;
+  attempts: number;
+  contact_traits: Record<string, unknown> | null;
+  account_traits: Record<string, unknown> | null;
+  options: Record<string, unknown> | null;
+  trigger: Record<string, unknown> | null;
+}
+
+export interface EmailSenderDeps {
+  sql: Sql;
+  clock: Clock;
+  logger: Logger;
+  config: Pick<Config, 'publicUrl' | 'email' | 'brand'>;
+  templates: TemplateCatalog;
+  transport: EmailTransport;
+  secret: string;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export interface EmailSender {
+  /** Send everything due now; resolves with counts. */
+  sendPending(): Promise<{ sent: number; failed: number; skipped: number; requeued: number }>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function recordMessageEvent(db: Queryable, messageId: string, status: string, at: Date, detail: string | null = null, sourceId: string | null = null): Promise<boolean> {
+  const rows = await db`
+    insert into message_events (message_id, status, at, detail, source_id) values (${messageId}, ${status}, ${at}, ${detail}, ${sourceId})
+    on conflict (source_id) do nothing returning id`;
+  return rows.length > 0;
+}
+
+export function createEmailSender(deps: EmailSenderDeps): EmailSender {
+  const { sql, clock, logger, config, templates, transport, secret } = deps;
+  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const intervalMs = Math.max(1, Math.round(1000 / config.email.rateLimitPerSecond));
+
+  async function claim(): Promise<PendingRow[]> {
+    const now = clock.now();
+    return sql<PendingRow[]>`
+      with claimed as (
+        update messages m set status = 'sending', locked_until = ${new Date(now.getTime() + CLAIM_MS)}, attempts = m.attempts + 1, updated_at = ${now}
+        where m.id in (
+          select id from messages
+          where (status = 'queued' and (next_attempt_at is null or next_attempt_at <= ${now}))
+             or (status = 'sending' and locked_until < ${now})
+          order by created_at, id limit ${MAX_BATCH}
+          for update skip locked)
+        returning m.*)
+      select c.id, c.contact_id, c.to_email, c.template, c.subject, c.category, c.attempts,
+             ct.traits as contact_traits, a.traits as account_traits,
+             v.definition->'options' as options, r.state->'vars'->'trigger'->'properties' as trigger
+      from claimed c
+      left join contacts ct on ct.id = c.contact_id
+      left join accounts a on a.id = c.account_id
+      left join workflow_runs r on r.id = c.run_id
+      left join workflow_versions v on v.key = r.workflow_key and v.version = r.version
+      order by c.id`;
+  }
+
+  const trackedLink = (messageId: string, url: string) => `${config.publicUrl}/r/${signToken(secret, 'click', { m: messageId, u: url })}`;
+
+  async function renderRow(row: PendingRow): Promise<OutgoingEmail> {
+    const trigger = row.trigger ?? {};
+    const invoiceId = typeof trigger.invoiceId === 'string' ? trigger.invoiceId : null;
+    const [invoice] = invoiceId
+      ? await sql<{ amount_due: number; amount_remaining: number; currency: string; hosted_invoice_url: string | null; next_payment_attempt: Date | null }[]>`
+          select amount_due, amount_remaining, currency, hosted_invoice_url, next_payment_attempt from invoices where id = ${invoiceId}`
+      : [];
+    const traits = row.contact_traits ?? {};
+    const marketing = row.category !== 'transactional';
+    const unsubscribe = marketing
+      ? `${config.publicUrl}/unsubscribe/${signToken(secret, 'unsubscribe', { e: row.to_email, c: row.contact_id, m: row.id })}`
+      : null;
+    const actionTarget = invoice?.hosted_invoice_url ?? config.brand.appUrl;
+    const data: RenderData = {
+      contact: { email: row.to_email, firstName: typeof traits.firstName === 'string' ? traits.firstName : typeof traits.name === 'string' ? String(traits.name).split(' ')[0] : null, traits },
+      account: row.account_traits ? { traits: row.account_traits } : null,
+      invoice: invoice
+        ? {
+            amountDue: invoice.amount_due,
+            amountRemaining: invoice.amount_remaining,
+            currency: invoice.currency,
+            hostedInvoiceUrl: invoice.hosted_invoice_url ? trackedLink(row.id, invoice.hosted_invoice_url) : null,
+            nextPaymentAttempt: invoice.next_payment_attempt?.toISOString() ?? null,
+          }
+        : null,
+      links: { action: trackedLink(row.id, actionTarget), unsubscribe, app: trackedLink(row.id, config.brand.appUrl) },
+      subject: row.subject,
+      locale: typeof traits.locale === 'string' ? traits.locale : config.brand.locale,
+      options: row.options ?? {},
+      trigger,
+    };
+    const rendered = templates.render(row.template, data);
+    const headers: Record<string, string> = { 'X-Lifeline-Message-Id': row.id };
+    if (unsubscribe) {
+      // RFC 8058 one-click unsubscribe (Gmail/Yahoo bulk-sender rules); mailto optional.
+      headers['List-Unsubscribe'] = config.email.unsubscribeMailto
+        ? `<${unsubscribe}>, <mailto:${config.email.unsubscribeMailto.replace(/^.*<|>$/g, '')}?subject=unsubscribe>`
+        : `<${unsubscribe}>`;
+      headers['List-Unsubscribe-Post'] = 'List-Unsubscribe=One-Click';
+    }
+    return {
+      id: row.id,
+      from: config.email.from,
+      to: row.to_email!,
+      replyTo: config.email.replyTo,
+      subject: rendered.subject,
+      html: rendered.html,
+      text: rendered.text,
+      headers,
+      template: row.template,
+    };
+  }
+
+  async function mark(id: string, status: string, fields: { reason?: string | null; providerId?: string | null; retryAt?: Date | null } = {}): Promise<void> {
+    const now = clock.now();
+    await sql.begin(async (tx: Tx) => {
+      await tx`
+        update messages set status = ${status}, status_reason = ${fields.reason ?? null}, provider_id = coalesce(${fields.providerId ?? null}, provider_id),
+          sent_at = case when ${status} = 'sent' then ${now} else sent_at end,
+          next_attempt_at = ${fields.retryAt ?? null}, locked_until = null, updated_at = ${now}
+        where id = ${id}`;
+      if (status !== 'queued') await recordMessageEvent(tx, id, status, now, fields.reason ?? null);
+    });
+  }
+
+  /** One provider request with its retries; returns how each email ended. */
+  async function deliver(batch: OutgoingEmail[]): Promise<{ sent: number; failed: number; requeued: number }> {
+    const key = batch.length === 1 ? batch[0]!.id : `batch-${createHash('sha256').update(batch.map((e) => e.id).join(',')).digest('hex')}`;
+    let transient = 0;
+    for (;;) {
+      const slot = await reserveSlot(sql, `email:${transport.name}`, intervalMs, clock.now());
+      const wait = slot - clock.now().getTime();
+      if (wait > 0) await sleep(wait);
+      let outcome;
+      try {
+        outcome = await transport.send(batch, key);
+      } catch (err) {
+        outcome = { ok: false as const, status: null, retryAfterMs: null, permanent: false, message: (err as Error).message };
+      }
+      if (outcome.ok) {
+        let sent = 0;
+        let failed = 0;
+        for (const [i, result] of outcome.results.entries()) {
+          const email = batch[i]!;
+          if ('providerId' in result) {
+            await mark(email.id, 'sent', { providerId: result.providerId });
+            sent++;
+          } else {
+            await mark(email.id, 'failed', { reason: result.error });
+            failed++;
+          }
+        }
+        return { sent, failed, requeued: 0 };
+      }
+      if (outcome.permanent) {
+        // The whole request was refused as invalid: record why on every message.
+        for (const email of batch) await mark(email.id, 'failed', { reason: `${outcome.status ?? ''} ${outcome.message}`.trim() });
+        return { sent: 0, failed: batch.length, requeued: 0 };
+      }
+      if (outcome.status === 429) {
+        logger.warn({ retryAfterMs: outcome.retryAfterMs }, 'email provider rate limit: waiting');
+        await sleep(outcome.retryAfterMs ?? 1000);
+        continue; // 429 does not count as a failure: we were too fast, not wrong
+      }
+      transient++;
+      logger.warn({ status: outcome.status, attempt: transient, error: outcome.message }, 'email provider error: retrying');
+      if (transient >= MAX_TRANSIENT_TRIES) {
+        // Give the messages back with a later not-before time: they stay queued, not lost.
+        const retryAt = new Date(clock.now().getTime() + 60_000);
+        for (const email of batch) await mark(email.id, 'queued', { reason: `retrying after: ${outcome.message}`, retryAt });
+        return { sent: 0, failed: 0, requeued: batch.length };
+      }
+      await sleep(Math.min(30_000, 250 * 2 ** transient));
+    }
+  }
+
+  async function sendPending() {
+    const totals = { sent: 0, failed: 0, skipped: 0, requeued: 0 };
+    for (;;) {
+      const rows = await claim();
+      if (rows.length === 0) return totals;
+      const ready: OutgoingEmail[] = [];
+      for (const row of rows) {
+        if (!row.to_email) {
+          await mark(row.id, 'skipped', { reason: 'no email address' });
+          totals.skipped++;
+          continue;
+        }
+        // Suppression is checked again at send time: a bounce may have arrived since the decision.
+        const [suppressed] = await sql<{ scope: string }[]>`select scope from suppressions where email = lower(${row.to_email})`;
+        if (suppressed && (suppressed.scope === 'all' || row.category !== 'transactional')) {
+          await mark(row.id, 'skipped', { reason: `suppressed (${suppressed.scope})` });
+          totals.skipped++;
+          continue;
+        }
+        try {
+          ready.push(await renderRow(row));
+        } catch (err) {
+          await mark(row.id, 'failed', { reason: `render: ${(err as Error).message}` });
+          totals.failed++;
+        }
+      }
+      if (ready.length > 0) {
+        const result = await deliver(ready);
+        totals.sent += result.sent;
+        totals.failed += result.failed;
+        totals.requeued += result.requeued;
+        if (result.requeued > 0) return totals;
+      }
+    }
+  }
+
+  let running = false;
+  let loop: Promise<void> | null = null;
+  let again = false;
+  let timer: NodeJS.Timeout | null = null;
+  let unlisten: (() => Promise<void>) | null = null;
+  const wake = () => {
+    if (loop) {
+      again = true;
+      return;
+    }
+    loop = (async () => {
+      do {
+        again = false;
+        await sendPending().catch((err) => logger.error({ error: (err as Error).message }, 'email sender failed'));
+      } while (again && running);
+      loop = null;
+    })();
+  };
+
+  return {
+    sendPending,
+    async start() {
+      running = true;
+      unlisten = (await sql.listen(OUTBOX_CHANNEL, wake)).unlisten;
+      const tick = () => {
+        if (!running) return;
+        wake();
+        timer = setTimeout(tick, 500);
+      };
+      tick();
+    },
+    async stop() {
+      running = false;
+      if (timer) clearTimeout(timer);
+      if (unlisten) await unlisten().catch(() => {});
+      if (loop) await loop;
+    },
+  };
+}

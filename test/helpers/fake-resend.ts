@@ -1,0 +1,108 @@
+// A local stand-in for the Resend API (we cannot reach the real one): the real SDK talks to it
+// through RESEND_BASE_URL. It records every request and can be scripted to answer 429/5xx/422,
+// or to enforce a requests-per-second limit like Resend's.
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomUUID } from 'node:crypto';
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: unknown;
+  at: number;
+}
+
+export interface ScriptedAnswer {
+  status: number;
+  headers?: Record<string, string>;
+  body?: unknown;
+}
+
+export interface FakeResend {
+  url: string;
+  requests: RecordedRequest[];
+  /** emails accepted, by Idempotency-Key-aware logic (a replayed key returns the same ids) */
+  accepted: { id: string; to: string; subject: string; headers: Record<string, string>; html: string; text: string; idempotencyKey: string | null }[];
+  script(...answers: ScriptedAnswer[]): void;
+  close(): Promise<void>;
+}
+
+export async function startFakeResend(options: { ratePerSecond?: number } = {}): Promise<FakeResend> {
+  const requests: RecordedRequest[] = [];
+  const accepted: FakeResend['accepted'] = [];
+  const scripted: ScriptedAnswer[] = [];
+  const byKey = new Map<string, unknown>();
+  const window: number[] = [];
+
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      let body: unknown = null;
+      try {
+        body = raw ? JSON.parse(raw) : null;
+      } catch {
+        body = raw;
+      }
+      const now = Date.now();
+      requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, at: now });
+      const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
+        res.writeHead(status, { 'content-type': 'application/json', ...headers });
+        res.end(JSON.stringify(payload));
+      };
+      const next = scripted.shift();
+      if (next) {
+        if (next.status >= 400) {
+          const name = next.status === 429 ? 'rate_limit_exceeded' : next.status === 422 ? 'validation_error' : 'internal_server_error';
+          return send(next.status, next.body ?? { statusCode: next.status, name, message: `scripted ${next.status}` }, next.headers);
+        }
+      }
+      if (options.ratePerSecond) {
+        while (window.length && window[0]! <= now - 1000) window.shift();
+        if (window.length >= options.ratePerSecond) {
+          return send(429, { statusCode: 429, name: 'rate_limit_exceeded', message: 'Too many requests' }, { 'retry-after': '1' });
+        }
+        window.push(now);
+      }
+      const key = typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : null;
+      if (key && byKey.has(key)) return send(200, byKey.get(key));
+      const accept = (e: Record<string, unknown>) => {
+        const id = randomUUID();
+        const to = Array.isArray(e.to) ? String(e.to[0]) : String(e.to);
+        accepted.push({ id, to, subject: String(e.subject), headers: (e.headers as Record<string, string>) ?? {}, html: String(e.html ?? ''), text: String(e.text ?? ''), idempotencyKey: key });
+        return id;
+      };
+      const invalid = (e: Record<string, unknown>) => typeof e.to === 'undefined' || (Array.isArray(e.to) && String(e.to[0]).endsWith('@invalid.test'));
+      let payload: unknown;
+      if (req.url === '/emails/batch' && Array.isArray(body)) {
+        const data: { id: string }[] = [];
+        const errors: { index: number; message: string }[] = [];
+        body.forEach((e: Record<string, unknown>, index: number) => {
+          if (invalid(e)) errors.push({ index, message: 'Invalid `to` field.' });
+          else data.push({ id: accept(e) });
+        });
+        payload = req.headers['x-batch-validation'] === 'permissive' || errors.length === 0 ? { data, errors } : null;
+        if (payload === null) return send(422, { statusCode: 422, name: 'validation_error', message: 'Invalid `to` field.' });
+      } else if (req.url === '/emails' && body && typeof body === 'object') {
+        const e = body as Record<string, unknown>;
+        if (invalid(e)) return send(422, { statusCode: 422, name: 'validation_error', message: 'Invalid `to` field.' });
+        payload = { id: accept(e) };
+      } else {
+        return send(404, { statusCode: 404, name: 'not_found', message: 'not found' });
+      }
+      if (key) byKey.set(key, payload);
+      send(200, payload);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    accepted,
+    script: (...answers) => scripted.push(...answers),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
