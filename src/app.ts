@@ -16,6 +16,7 @@ import { contactRoutes } from './contacts/routes.ts';
 import { emailRoutes } from './email/routes.ts';
 import type { TemplateCatalog } from './email/templates.ts';
 import { reportRoutes } from './reports/routes.ts';
+import { dashboardRoutes } from './dashboard/routes.ts';
 
 /** Everything the HTTP layer needs, passed in explicitly (no module-level singletons). */
 export interface AppDeps {
@@ -26,6 +27,8 @@ export interface AppDeps {
   /** absent in tests that build the app alone */
   boss?: PgBoss;
   templates?: TemplateCatalog;
+  /** wakes the inbox consumers after an ingest (coalesced NOTIFY) */
+  inboxNotifier?: import('./worker/inbox-notifier.ts').InboxNotifier;
   /** HMAC secret for email tokens (unsubscribe, click links) */
   secret?: string;
 }
@@ -76,6 +79,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (scope) => contactRoutes(scope, deps));
   await app.register(async (scope) => emailRoutes(scope, deps));
   await app.register(async (scope) => reportRoutes(scope, deps));
+  await app.register(async (scope) => dashboardRoutes(scope, deps));
 
   return app;
 }

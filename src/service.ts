@@ -13,6 +13,7 @@ import { runMigrations } from './db/migrate.ts';
 import { startBoss } from './jobs/boss.ts';
 import { createInboxConsumer, type InboxConsumer } from './worker/inbox-consumer.ts';
 import { loadSigningSecret } from './settings/signing-secret.ts';
+import { createInboxNotifier } from './worker/inbox-notifier.ts';
 import { builtinDefinitions } from './workflows/builtin/index.ts';
 import { createEngine, WEBHOOK_QUEUE, type Engine } from './workflows/engine.ts';
 import { deliverWebhook } from './workflows/webhook-delivery.ts';
@@ -68,6 +69,7 @@ export async function startService(options: {
     const secret = await loadSigningSecret(sql, config.secret, clock.now());
     const boss = await startBoss({ databaseUrl, role: config.role, logger });
     const inbox = createInboxConsumer({ sql, clock, logger });
+    const inboxNotifier = createInboxNotifier(sql, logger);
     const engine = createEngine({ sql, boss, clock, logger, config });
     const transport =
       options.transport ??
@@ -87,7 +89,7 @@ export async function startService(options: {
         for (const job of jobs) await deliverWebhook({ sql, clock, logger, secret }, job.data.deliveryId);
       });
     }
-    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss, templates, secret }) : null;
+    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss, templates, secret, inboxNotifier }) : null;
 
     let stopped = false;
     return {
@@ -115,6 +117,7 @@ export async function startService(options: {
         if (stopped) return;
         stopped = true;
         if (app) await app.close(); // 1. stop taking requests, let in-flight ones finish
+        inboxNotifier.close();
         await inbox.stop(); // 2. finish the batch in flight
         await engine.stop();
         await email.stop();

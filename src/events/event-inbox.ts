@@ -1,7 +1,6 @@
 // SQL for the product-event inbox: messages are stored as received (deduplicated by
 // messageId) and turned into contacts, accounts and timeline events by the worker.
 import type { Sql } from '../db/connection.ts';
-import { INBOX_CHANNEL } from '../stripe/event-inbox.ts';
 
 export interface InboxMessage {
   messageId: string;
@@ -25,7 +24,6 @@ const json = (v: unknown) => (v == null ? null : JSON.stringify(v));
 export async function storeProductEvents(sql: Sql, messages: InboxMessage[], receivedAt: Date): Promise<Set<string>> {
   if (messages.length === 0) return new Set();
   const rows = await sql<{ message_id: string }[]>`
-    with ins as (
       insert into product_events
         (message_id, kind, user_id, anonymous_id, group_id, event, properties, traits, context, timestamp, received_at)
       select m, k, u, a, g, e, p::jsonb, t::jsonb, c::jsonb, ts, ${receivedAt}
@@ -42,8 +40,6 @@ export async function storeProductEvents(sql: Sql, messages: InboxMessage[], rec
         ${messages.map((m) => m.timestamp.toISOString())}::timestamptz[]
       ) as x(m, k, u, a, g, e, p, t, c, ts)
       on conflict (message_id) do nothing
-      returning message_id
-    )
-    select message_id, (select pg_notify(${INBOX_CHANNEL}, 'product')) as notified from ins`;
+      returning message_id`;
   return new Set(rows.map((r) => r.message_id));
 }

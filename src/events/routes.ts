@@ -168,7 +168,9 @@ export async function productEventRoutes(app: FastifyInstance, deps: AppDeps): P
 
   const store = async (messages: InboxMessage[], request: FastifyRequest): Promise<Set<string>> => {
     try {
-      return await storeProductEvents(deps.sql, messages, deps.clock.now());
+      const stored = await storeProductEvents(deps.sql, messages, deps.clock.now());
+      if (stored.size > 0) deps.inboxNotifier?.poke();
+      return stored;
     } catch (err) {
       request.log.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'could not store product events');
       throw new HttpError(503, 'storage_unavailable', 'The events could not be stored; retry later', undefined, { 'retry-after': '5' });

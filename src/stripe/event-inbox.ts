@@ -20,15 +20,13 @@ function requestFields(request: StripeEnvelope['request']): { id: string | null;
 }
 
 /**
- * Store a verified event. One statement: the insert, and a NOTIFY that wakes a worker at once
- * when the row is new. Returns false for a redelivery (already stored: acknowledged, not
- * processed again).
+ * Store a verified event: one INSERT. Returns false for a redelivery (already stored:
+ * acknowledged, not processed again). The caller wakes the workers (see inbox-notifier.ts).
  */
 export async function storeStripeEvent(sql: Sql, event: StripeEnvelope, rawBody: string, receivedAt: Date): Promise<boolean> {
   const request = requestFields(event.request);
   // `::text::jsonb`: the raw body is parsed by Postgres, not re-serialized by the driver.
   const rows = await sql<{ inserted: boolean }[]>`
-    with ins as (
       insert into stripe_events
         (id, type, api_version, created, livemode, request_id, idempotency_key, object_id, payload, received_at)
       values (
@@ -37,8 +35,6 @@ export async function storeStripeEvent(sql: Sql, event: StripeEnvelope, rawBody:
         ${rawBody}::text::jsonb, ${receivedAt}
       )
       on conflict (id) do update set deliveries = stripe_events.deliveries + 1
-      returning (xmax = 0) as inserted
-    )
-    select inserted, case when inserted then pg_notify(${INBOX_CHANNEL}, 'stripe') end as notified from ins`;
+      returning (xmax = 0) as inserted`;
   return rows[0]?.inserted ?? false;
 }

@@ -58,6 +58,7 @@ export async function stripeWebhookRoutes(app: FastifyInstance, deps: AppDeps): 
       let inserted: boolean;
       try {
         inserted = await storeStripeEvent(deps.sql, event, raw.toString('utf8'), deps.clock.now());
+        if (inserted) deps.inboxNotifier?.poke();
       } catch (err) {
         request.log.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code }, eventId: event.id }, 'could not store stripe event');
         // Never acknowledge an event we did not keep: Stripe retries on 5xx.

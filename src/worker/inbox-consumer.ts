@@ -15,6 +15,8 @@ export interface InboxConsumerOptions {
   /** retry delay after a failed processing attempt, grows linearly with attempts (capped) */
   retryDelayMs?: number;
   maxAttempts?: number;
+  /** batches processed in parallel by this instance (rows are partitioned by SKIP LOCKED) */
+  concurrency?: number;
 }
 
 export interface InboxConsumer {
@@ -29,6 +31,7 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
   const pollIntervalMs = options.pollIntervalMs ?? 1000;
   const retryDelayMs = options.retryDelayMs ?? 5000;
   const maxAttempts = options.maxAttempts ?? 10;
+  const concurrency = options.concurrency ?? 4;
   const { sql, clock, logger } = deps;
 
   let running = false;
@@ -49,14 +52,19 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
         order by created, id
         limit ${batchSize}
         for update skip locked`;
+      const done: string[] = [];
       for (const row of rows) {
         try {
           await tx.savepoint((sp) => projectStripeEvent(sp, row.payload, clock.now()));
-          await tx`update stripe_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = ${row.id}`;
+          done.push(row.id);
         } catch (err) {
           logger.error({ eventId: row.id, error: failure(err) }, 'stripe event processing failed; will retry');
           await tx`update stripe_events set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
         }
+      }
+      // One statement for the whole batch: round trips, not rows, are what this loop pays for.
+      if (done.length > 0) {
+        await tx`update stripe_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = any(${done}::text[])`;
       }
       return rows.length;
     });
@@ -72,26 +80,37 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
         order by id
         limit ${batchSize}
         for update skip locked`;
+      const done: number[] = [];
       for (const row of rows) {
         try {
           await tx.savepoint((sp) => processProductEvent(sp, row, clock.now()));
-          await tx`update product_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = ${row.id}`;
+          done.push(row.id);
         } catch (err) {
           logger.error({ messageId: row.message_id, error: failure(err) }, 'product event processing failed; will retry');
           await tx`update product_events set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
         }
       }
+      if (done.length > 0) {
+        await tx`update product_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = any(${done}::bigint[])`;
+      }
       return rows.length;
     });
   }
 
-  async function drainOnce(): Promise<number> {
+  async function drainLane(): Promise<number> {
     let total = 0;
     for (;;) {
       const n = (await stripeBatch()) + (await productBatch());
       total += n;
       if (n === 0) return total;
     }
+  }
+
+  // Projection is order-independent, so lanes may work side by side: each claims its own rows
+  // (SKIP LOCKED) and the round trips of one overlap the others'.
+  async function drainOnce(): Promise<number> {
+    const lanes = await Promise.all(Array.from({ length: concurrency }, () => drainLane()));
+    return lanes.reduce((a, b) => a + b, 0);
   }
 
   // One drain at a time per instance; a wake-up during a drain schedules one more pass.
