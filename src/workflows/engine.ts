@@ -284,7 +284,11 @@ export function createEngine(deps: EngineDeps): Engine {
           try {
             await tx.savepoint((sp) => handleEvent(sp as Tx, event, live));
           } catch (err) {
-            // A fact that cannot be applied must not block the timeline: record and move on.
+            // Transient failures (deadlock, serialization, lost connection) roll the whole batch
+            // back, so the facts are fed again on the next pass. Anything else is a fact that can
+            // never be applied: log it loudly and move on rather than block every later fact.
+            const code = String((err as { code?: string }).code ?? '');
+            if (code.startsWith('40') || code.startsWith('08') || code === '57P01') throw err;
             logger.error({ eventId: event.id, error: (err as Error).message }, 'workflow engine could not apply a fact');
           }
         }
