@@ -479,13 +479,54 @@ export const recoveryCases = pgTable(
     holdout: boolean('holdout').notNull().default(false),
     /** the invoice's billing-recovery run (null: no run, e.g. the workflow was paused) */
     runId: bigint('run_id', { mode: 'number' }),
+    /** recovered cases: whole seconds from the first failure to the payment */
+    recoverySeconds: bigint('recovery_seconds', { mode: 'number' }),
     computedAt: tstz('computed_at').notNull(),
   },
   (t) => [
     index('recovery_cases_cohort_idx').on(t.firstFailedAt, t.currency),
     index('recovery_cases_customer_idx').on(t.customerId),
     index('recovery_cases_subscription_idx').on(t.subscriptionId),
+    // the exact median: ordered recovery times of one currency (see recovery_time_hist)
+    index('recovery_cases_recovery_time_idx').on(t.currency, t.recoverySeconds, t.firstFailedAt).where(sql`state = 'recovered'`),
   ],
+);
+
+/**
+ * recovery_cases rolled up per currency, UTC day of first failure and outcome, maintained with
+ * every recomputation (old rows subtracted, new rows added, in the same transaction): the report
+ * reads these few rows instead of every case.
+ */
+export const recoveryDaily = pgTable(
+  'recovery_daily',
+  {
+    currency: text('currency').notNull(),
+    /** UTC midnight of the day of first failure */
+    day: tstz('day').notNull(),
+    state: text('state').notNull(),
+    attribution: text('attribution').notNull().default(''), // '' unless recovered
+    holdout: boolean('holdout').notNull(),
+    hasRun: boolean('has_run').notNull(),
+    late: boolean('late').notNull(),
+    cases: integer('cases').notNull(),
+    amountDue: minor('amount_due').notNull(),
+    amountRecovered: minor('amount_recovered').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.currency, t.day, t.state, t.attribution, t.holdout, t.hasRun, t.late] })],
+);
+
+/** Recovered cases per currency, day of first failure and recovery-time bucket: locates the median. */
+export const recoveryTimeHist = pgTable(
+  'recovery_time_hist',
+  {
+    currency: text('currency').notNull(),
+    /** UTC midnight of the day of first failure */
+    day: tstz('day').notNull(),
+    /** width_bucket(recovery_seconds, RECOVERY_TIME_BUCKETS) */
+    bucket: integer('bucket').notNull(),
+    cases: integer('cases').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.currency, t.day, t.bucket] })],
 );
 
 /** Invoices whose case must be recomputed at the next refresh (consumed by the refresh). */

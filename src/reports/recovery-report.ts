@@ -1,8 +1,10 @@
 // The recovery report over recovery_cases (kept current by refreshRecoveryCases): totals per
 // currency, attribution, hold-out lift, a monthly series, and the case-level ledger as CSV.
-// Two aggregate queries run side by side; everything else is arithmetic on their few rows.
+// It reads the rollups (recovery_daily, recovery_time_hist) and, for the exact median, a few
+// index entries; everything else is arithmetic on a few rows.
 import type { Sql } from '../db/connection.ts';
 import { ATTRIBUTION_BUCKETS, RECOVERY_DEFINITION, type AttributionBucket, type CaseState } from './definitions.ts';
+import { RECOVERY_TIME_BUCKETS } from './recovery-cases.ts';
 import { compareProportions, ratio } from './stats.ts';
 
 export interface CountAmount {
@@ -107,21 +109,30 @@ function emptyCurrency(currency: string): CurrencyRecovery {
 export async function recoveryReport(sql: Sql, params: { from: Date; to: Date; fromText: string; toText: string; currency: string | null }): Promise<RecoveryReport> {
   const { from, to, currency } = params;
   const filter = currency === null ? sql`` : sql`and currency = ${currency}`;
-  const [groups, medians] = await Promise.all([
+  // The rollups hold one row per currency, day and outcome: a report reads a few thousand rows.
+  const [groups, hist] = await Promise.all([
     sql<GroupRow[]>`
-      select currency, to_char(date_trunc('month', first_failed_at at time zone 'UTC'), 'YYYY-MM') as month,
-             state, attribution, holdout, run_id is not null as has_run, late,
-             count(*)::int as n, sum(amount_due)::bigint as due, sum(amount_recovered)::bigint as recovered
-      from recovery_cases
-      where first_failed_at >= ${from} and first_failed_at < ${to} ${filter}
-      group by 1, 2, 3, 4, 5, 6, 7`,
-    sql<{ currency: string; hours: number | null }[]>`
-      select currency,
-             percentile_cont(0.5) within group (order by extract(epoch from recovered_at - first_failed_at)::float8 / 3600) as hours
-      from recovery_cases
-      where state = 'recovered' and first_failed_at >= ${from} and first_failed_at < ${to} ${filter}
-      group by currency`,
+      select currency, to_char(day at time zone 'UTC', 'YYYY-MM') as month, state, nullif(attribution, '') as attribution,
+             holdout, has_run, late,
+             sum(cases)::int as n, sum(amount_due)::bigint as due, sum(amount_recovered)::bigint as recovered
+      from recovery_daily
+      where day >= ${from} and day < ${to} ${filter}
+      group by 1, 2, 3, 4, 5, 6, 7
+      having sum(cases) <> 0`,
+    sql<{ currency: string; bucket: number; n: number }[]>`
+      select currency, bucket, sum(cases)::int as n
+      from recovery_time_hist
+      where day >= ${from} and day < ${to} ${filter}
+      group by 1, 2
+      having sum(cases) <> 0
+      order by 1, 2`,
   ]);
+  const medianOf = new Map<string, number | null>();
+  await Promise.all(
+    [...new Set(hist.map((h) => h.currency))].map(async (cur) => {
+      medianOf.set(cur, await medianRecoveryHours(sql, cur, from, to, hist.filter((h) => h.currency === cur)));
+    }),
+  );
 
   const byCurrency = new Map<string, CurrencyRecovery>();
   const months = new Map<string, MonthlyRecovery>();
@@ -155,7 +166,6 @@ export async function recoveryReport(sql: Sql, params: { from: Date; to: Date; f
     if (g.state === 'voided') m.voidedAmount += g.due;
     if (g.state === 'recovered') m.recoveredAmount += g.recovered;
   }
-  const medianOf = new Map(medians.map((r) => [r.currency, r.hours]));
 
   for (const c of byCurrency.values()) {
     c.recoveryRate = ratio(c.recovered.amount, c.failed.amount - c.voided.amount);
@@ -178,6 +188,41 @@ export async function recoveryReport(sql: Sql, params: { from: Date; to: Date; f
     monthly: [...months.values()].sort((a, b) => a.currency.localeCompare(b.currency) || a.month.localeCompare(b.month)),
     definition: RECOVERY_DEFINITION,
   };
+}
+
+/**
+ * The exact median recovery time of one currency's recovered cases in [from, to): the histogram
+ * tells which bucket holds the middle rank(s) and how many cases lie below; the ordered index
+ * on (currency, recovery_seconds) then reads only that bucket's cases.
+ */
+async function medianRecoveryHours(sql: Sql, currency: string, from: Date, to: Date, buckets: { bucket: number; n: number }[]): Promise<number | null> {
+  const total = buckets.reduce((s, b) => s + b.n, 0);
+  if (total <= 0) return null;
+  const ranks = [Math.floor((total - 1) / 2), Math.ceil((total - 1) / 2)]; // 0-based middle rank(s)
+  const values = new Map<number, number>();
+  for (const rank of new Set(ranks)) {
+    let below = 0;
+    for (const b of buckets) {
+      if (rank < below + b.n) {
+        // width_bucket: bucket 0 is below the first bound, bucket i in [bounds[i-1], bounds[i]).
+        const lo = b.bucket > 0 ? RECOVERY_TIME_BUCKETS[b.bucket - 1]! : null;
+        const hi = b.bucket < RECOVERY_TIME_BUCKETS.length ? RECOVERY_TIME_BUCKETS[b.bucket]! : null;
+        const [row] = await sql<{ s: number }[]>`
+          select recovery_seconds as s from recovery_cases
+          where state = 'recovered' and currency = ${currency}
+            ${lo === null ? sql`` : sql`and recovery_seconds >= ${lo}`}
+            ${hi === null ? sql`` : sql`and recovery_seconds < ${hi}`}
+            and first_failed_at >= ${from} and first_failed_at < ${to}
+          order by recovery_seconds
+          offset ${rank - below} limit 1`;
+        if (!row) throw new Error(`recovery_time_hist disagrees with recovery_cases (${currency}, bucket ${b.bucket})`);
+        values.set(rank, row.s);
+        break;
+      }
+      below += b.n;
+    }
+  }
+  return (values.get(ranks[0]!)! + values.get(ranks[1]!)!) / 2 / 3600;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,8 +54,8 @@ export interface ProportionComparison {
 }
 
 /**
- * Compares x1/n1 with x2/n2: difference, unpooled 95% interval (Wald), pooled z-test. Null when a
- * group is empty.
+ * Compares x1/n1 with x2/n2: difference, unpooled 95% interval (Wald, clamped to [-100, 100]
+ * points), pooled z-test. Null when a group is empty.
  */
 export function compareProportions(x1: number, n1: number, x2: number, n2: number): ProportionComparison | null {
   if (n1 <= 0 || n2 <= 0) return null;
@@ -73,7 +73,9 @@ export function compareProportions(x1: number, n1: number, x2: number, n2: numbe
     z = diff / sePooled;
     pValue = Math.min(1, 2 * normalSurvival(Math.abs(z)));
   }
-  return { differencePoints: diff * 100, ci95: [(diff - Z95 * se) * 100, (diff + Z95 * se) * 100], pValue, z };
+  // A difference of two proportions lies in [-1, 1]: the Wald interval is clamped to it.
+  const clamp = (v: number) => Math.min(100, Math.max(-100, v * 100));
+  return { differencePoints: diff * 100, ci95: [clamp(diff - Z95 * se), clamp(diff + Z95 * se)], pValue, z };
 }
 
 /** Median with linear interpolation between the two middle values (PostgreSQL percentile_cont(0.5)). */
