@@ -35,6 +35,7 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
   const { sql, clock, logger } = deps;
 
   let running = false;
+  let stopping = false;
   let draining: Promise<number> | null = null;
   let again = false;
   let timer: NodeJS.Timeout | null = null;
@@ -102,7 +103,8 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
     for (;;) {
       const n = (await stripeBatch()) + (await productBatch());
       total += n;
-      if (n === 0) return total;
+      // On shutdown, finish only the batch in flight: the rest waits safely in the inbox.
+      if (n === 0 || stopping) return total;
     }
   }
 
@@ -153,6 +155,7 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
     },
     async stop() {
       running = false;
+      stopping = true;
       if (timer) clearTimeout(timer);
       if (unlisten) await unlisten().catch(() => {});
       // Finish the batch in flight: its rows are committed or rolled back, never half-done.
