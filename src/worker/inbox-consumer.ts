@@ -44,59 +44,68 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
   const failure = (err: unknown) => (err instanceof Error ? err.message : String(err)).slice(0, 500);
   const retryAt = (attempts: number) => new Date(clock.now().getTime() + retryDelayMs * Math.min(attempts, 12));
 
-  async function stripeBatch(): Promise<number> {
+  /**
+   * One batch of one inbox, in one transaction: claim rows, process each in a savepoint (a
+   * failure keeps the row with its error and a retry time), then mark the successes at once.
+   */
+  async function processBatch<Row extends { id: string | number; attempts: number }>(inbox: {
+    table: 'stripe_events' | 'product_events';
+    idType: 'text' | 'bigint';
+    claim: (tx: Tx) => Promise<Row[]>;
+    process: (tx: Tx, row: Row) => Promise<unknown>;
+    describe: (row: Row) => Record<string, unknown>;
+  }): Promise<number> {
     return sql.begin(async (tx: Tx) => {
-      const rows = await tx<{ id: string; payload: StripeEnvelope; attempts: number }[]>`
-        select id, payload, attempts from stripe_events
-        where processed_at is null and attempts < ${maxAttempts}
-          and (retry_at is null or retry_at <= ${clock.now()})
-        order by created, id
-        limit ${batchSize}
-        for update skip locked`;
+      const rows = await inbox.claim(tx);
+      const table = tx(inbox.table);
       const done: string[] = [];
       for (const row of rows) {
         try {
-          await tx.savepoint((sp) => projectStripeEvent(sp, row.payload, clock.now()));
-          done.push(row.id);
+          await tx.savepoint((sp) => inbox.process(sp as Tx, row));
+          done.push(String(row.id));
         } catch (err) {
-          logger.error({ eventId: row.id, error: failure(err) }, 'stripe event processing failed; will retry');
-          await tx`update stripe_events set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
+          logger.error({ ...inbox.describe(row), table: inbox.table, error: failure(err) }, 'inbox processing failed; will retry');
+          await tx`update ${table} set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
         }
       }
       // One statement for the whole batch: round trips, not rows, are what this loop pays for.
       if (done.length > 0) {
-        await tx`update stripe_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = any(${done}::text[])`;
+        await tx`update ${table} set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = any(${done}::${tx.unsafe(inbox.idType)}[])`;
       }
       return rows.length;
     });
   }
 
-  async function productBatch(): Promise<number> {
-    return sql.begin(async (tx: Tx) => {
-      const rows = await tx<(ProductEventRow & { attempts: number })[]>`
+  const stripeBatch = () =>
+    processBatch<{ id: string; payload: StripeEnvelope; attempts: number }>({
+      table: 'stripe_events',
+      idType: 'text',
+      claim: (tx) => tx<{ id: string; payload: StripeEnvelope; attempts: number }[]>`
+        select id, payload, attempts from stripe_events
+        where processed_at is null and attempts < ${maxAttempts}
+          and (retry_at is null or retry_at <= ${clock.now()})
+        order by created, id
+        limit ${batchSize}
+        for update skip locked`,
+      process: (tx, row) => projectStripeEvent(tx, row.payload, clock.now()),
+      describe: (row) => ({ eventId: row.id }),
+    });
+
+  const productBatch = () =>
+    processBatch<ProductEventRow & { attempts: number }>({
+      table: 'product_events',
+      idType: 'bigint',
+      claim: (tx) => tx<(ProductEventRow & { attempts: number })[]>`
         select id, message_id, kind, user_id, anonymous_id, group_id, event, properties, traits, timestamp, attempts
         from product_events
         where processed_at is null and attempts < ${maxAttempts}
           and (retry_at is null or retry_at <= ${clock.now()})
         order by id
         limit ${batchSize}
-        for update skip locked`;
-      const done: number[] = [];
-      for (const row of rows) {
-        try {
-          await tx.savepoint((sp) => processProductEvent(sp, row, clock.now()));
-          done.push(row.id);
-        } catch (err) {
-          logger.error({ messageId: row.message_id, error: failure(err) }, 'product event processing failed; will retry');
-          await tx`update product_events set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
-        }
-      }
-      if (done.length > 0) {
-        await tx`update product_events set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = any(${done}::bigint[])`;
-      }
-      return rows.length;
+        for update skip locked`,
+      process: (tx, row) => processProductEvent(tx, row, clock.now()),
+      describe: (row) => ({ messageId: row.message_id }),
     });
-  }
 
   async function drainLane(): Promise<number> {
     let total = 0;
