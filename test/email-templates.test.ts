@@ -9,6 +9,7 @@ import Handlebars from 'handlebars';
 import { formatMoney } from '../src/email/money.ts';
 import {
   DEFAULT_TEMPLATE_DIR,
+  htmlToPlainText,
   loadTemplates,
   sampleData,
   TemplateError,
@@ -167,6 +168,58 @@ async function minimalDirWithPartials(): Promise<string> {
   await writeFile(path.join(dir, 'hello.json'), META);
   return dir;
 }
+
+describe('plain-text part', () => {
+  const words = (text: string) => text.replace(/\s+/g, ' ').trim();
+  const variants = (key: string): [string, RenderData][] => {
+    const data = sampleData(key);
+    return [
+      ['sample', data],
+      ['marketing footer', { ...data, category: 'marketing' }],
+      ['no unsubscribe link', { ...data, links: { ...data.links, unsubscribe: null } }],
+      ['no invoice', { ...data, invoice: null }],
+      ['no first name, German', { ...data, contact: { email: 'x@example.com', traits: {} }, locale: 'de-DE' }],
+      ['markup and entities in traits', { ...data, contact: { ...data.contact, firstName: 'Ann & <Bob> "B"' }, account: { traits: { name: 'A&amp;B <i>Co</i>' } } }],
+    ];
+  };
+
+  test('every template has a text template compiled at start-up (no per-send HTML conversion)', () => {
+    for (const key of catalog.keys()) assert.equal(catalog.textStrategy(key), 'compiled', key);
+  });
+
+  test('the compiled text says word for word what html-to-text makes of the rendered HTML', () => {
+    for (const key of catalog.keys()) {
+      for (const [name, data] of variants(key)) {
+        const email = catalog.render(key, data);
+        assert.equal(words(email.text), words(htmlToPlainText(email.html)), `${key} (${name})`);
+        assert.ok(!/[\uE000\uE001]|\{\{|<br/.test(email.text), `${key} (${name}): no tokens, placeholders or markup`);
+        assert.ok(!/\n{3}/.test(email.text), `${key} (${name}): at most one blank line in a row`);
+        assert.ok(email.text.split('\n').every((line) => line.length <= 80 || !line.trim().includes(' ')), `${key} (${name}): wrapped at 80`);
+      }
+    }
+  });
+
+  test('a multi-line postal address keeps its lines; list items wrap under their text', async () => {
+    const multi = await loadTemplates({ brand: { ...brand, postalAddress: 'Acme Analytics Inc.\n548 Market St #12345\nSan Francisco, CA 94104' } });
+    const email = multi.render('onboarding-day1', sampleData('onboarding-day1'));
+    assert.match(email.text, /^Acme Analytics Inc\.\n548 Market St #12345\nSan Francisco, CA 94104$/m);
+    const lines = email.text.split('\n');
+    const item = lines.findIndex((l) => /^ 3\. Invite your team/.test(l));
+    assert.ok(item >= 0, 'numbered list item');
+    assert.match(lines[item + 1]!, /^ {4}\S/, 'continuation indented under the item text');
+  });
+
+  test('a template with a raw {{{…}}} expression falls back to converting the rendered HTML', async () => {
+    const dir = await tempDir();
+    await writeFile(path.join(dir, 'raw.mjml'), page('<mj-text>Hello {{{trigger.properties.snippet}}} and {{firstName}}</mj-text>'));
+    await writeFile(path.join(dir, 'raw.json'), META);
+    const raw = await loadTemplates({ brand, dir });
+    assert.equal(raw.textStrategy('raw'), 'converted');
+    const email = raw.render('raw', { ...sampleData('raw'), trigger: { properties: { snippet: '<b>bold</b> words' } } });
+    assert.match(email.text, /Hello bold words and/);
+    assert.ok(!email.text.includes('<b>'));
+  });
+});
 
 describe('personalization', () => {
   test('{{…}} escapes HTML from traits and names', () => {

@@ -54,13 +54,21 @@ function currencyInfo(code: string): CurrencyInfo | null {
 /** A usable BCP 47 locale: accepts `de_DE`, falls back to `en` for anything Intl rejects. */
 export function normalizeLocale(locale: string | null | undefined): string {
   if (!locale) return 'en';
-  const candidate = locale.trim().replace(/_/g, '-');
-  try {
-    return Intl.getCanonicalLocales(candidate)[0] ?? 'en';
-  } catch {
-    return 'en';
+  let normalized = localeCache.get(locale);
+  if (normalized === undefined) {
+    const candidate = locale.trim().replace(/_/g, '-');
+    try {
+      normalized = Intl.getCanonicalLocales(candidate)[0] ?? 'en';
+    } catch {
+      normalized = 'en';
+    }
+    if (localeCache.size >= 1000) localeCache.clear();
+    localeCache.set(locale, normalized);
   }
+  return normalized;
 }
+/** Canonicalizing runs on every render: contacts share a handful of locales. */
+const localeCache = new Map<string, string>();
 
 function formatter(locale: string, options: Intl.NumberFormatOptions): Intl.NumberFormat {
   const key = `${locale}|${JSON.stringify(options)}`;

@@ -28,7 +28,12 @@ export interface FakeResend {
   close(): Promise<void>;
 }
 
-export async function startFakeResend(options: { ratePerSecond?: number } = {}): Promise<FakeResend> {
+export async function startFakeResend(options: {
+  ratePerSecond?: number;
+  /** false: keep only counts-worthy fields (benchmarks send 100k emails; bodies would not fit) */
+  keepContent?: boolean;
+} = {}): Promise<FakeResend> {
+  const keepContent = options.keepContent ?? true;
   const requests: RecordedRequest[] = [];
   const accepted: FakeResend['accepted'] = [];
   const scripted: ScriptedAnswer[] = [];
@@ -47,7 +52,7 @@ export async function startFakeResend(options: { ratePerSecond?: number } = {}):
         body = raw;
       }
       const now = Date.now();
-      requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body, at: now });
+      requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: keepContent ? body : null, at: now });
       const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(status, { 'content-type': 'application/json', ...headers });
         res.end(JSON.stringify(payload));
@@ -71,7 +76,9 @@ export async function startFakeResend(options: { ratePerSecond?: number } = {}):
       const accept = (e: Record<string, unknown>) => {
         const id = randomUUID();
         const to = Array.isArray(e.to) ? String(e.to[0]) : String(e.to);
-        accepted.push({ id, to, subject: String(e.subject), headers: (e.headers as Record<string, string>) ?? {}, html: String(e.html ?? ''), text: String(e.text ?? ''), idempotencyKey: key });
+        const headers = (e.headers as Record<string, string>) ?? {};
+        if (keepContent) accepted.push({ id, to, subject: String(e.subject), headers, html: String(e.html ?? ''), text: String(e.text ?? ''), idempotencyKey: key });
+        else accepted.push({ id, to, subject: '', headers: { 'X-Lifeline-Message-Id': headers['X-Lifeline-Message-Id'] ?? '' }, html: '', text: '', idempotencyKey: key });
         return id;
       };
       const invalid = (e: Record<string, unknown>) => typeof e.to === 'undefined' || (Array.isArray(e.to) && String(e.to[0]).endsWith('@invalid.test'));
