@@ -32,7 +32,15 @@ export interface HttpRequestSpec {
  * customer resolve to one contact (contacts are matched by email), piling every workflow run
  * onto it, which real traffic does not do and which makes the worker's drain look quadratic.
  */
-export function stripeDeliveries(): { next(): HttpRequestSpec; count(): number; bytes: number } {
+export function stripeDeliveries(options: { idPrefix?: string } = {}): {
+  next(): HttpRequestSpec;
+  count(): number;
+  bytes: number;
+  /** the ids and email of delivery `i` (1-based, as counted by count()) */
+  ids(i: number): { eventId: string; invoiceId: string; customerId: string; email: string };
+} {
+  // idPrefix keeps ids apart from another generator's in the same run (same database).
+  const prefix = options.idPrefix ?? 'bench';
   const fixture = JSON.parse(readFileSync(path.join(BENCH_DIR, '..', 'test', 'fixtures', 'stripe', 'pay-rails', 'invoice.payment_failed.json'), 'utf8')) as { object: Record<string, unknown> };
   const envelope = {
     id: '@@EVT@@',
@@ -52,15 +60,16 @@ export function stripeDeliveries(): { next(): HttpRequestSpec; count(): number; 
     let out = '';
     for (let k = 0; k < parts.length; k++) {
       if (k % 2 === 0) out += parts[k];
-      else if (parts[k] === 'EVT') out += `evt_bench_${RUN}_${i}`;
-      else if (parts[k] === 'INV') out += `in_bench_${RUN}_${i}`;
-      else out += `cus_bench_${RUN}_${i}`;
+      else if (parts[k] === 'EVT') out += `evt_${prefix}_${RUN}_${i}`;
+      else if (parts[k] === 'INV') out += `in_${prefix}_${RUN}_${i}`;
+      else out += `cus_${prefix}_${RUN}_${i}`;
     }
     return out;
   };
   return {
     bytes: Buffer.byteLength(build(0)),
     count: () => n,
+    ids: (i) => ({ eventId: `evt_${prefix}_${RUN}_${i}`, invoiceId: `in_${prefix}_${RUN}_${i}`, customerId: `cus_${prefix}_${RUN}_${i}`, email: `cus_${prefix}_${RUN}_${i}@example.org` }),
     next() {
       const body = build(++n);
       return {

@@ -75,7 +75,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const intervalMs = Math.max(1, Math.round(1000 / config.email.rateLimitPerSecond));
 
-  async function claim(): Promise<PendingRow[]> {
+  async function claim(limit: number = MAX_BATCH): Promise<PendingRow[]> {
     const now = clock.now();
     return sql<PendingRow[]>`
       with claimed as (
@@ -84,7 +84,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
           select id from messages
           where (status = 'queued' and (next_attempt_at is null or next_attempt_at <= ${now}))
              or (status = 'sending' and locked_until < ${now})
-          order by created_at, id limit ${MAX_BATCH}
+          -- created_at alone: the pending index's order (messages queued in one transaction share
+          -- it, and an id tie-break would sort them all before the first row came out)
+          order by created_at limit ${limit}
           for update skip locked)
         returning m.*)
       select c.id, c.contact_id, c.to_email, c.template, c.subject, c.category, c.attempts,
@@ -191,13 +193,22 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   }
 
   /** One provider request with its retries; returns how each email ended. */
+  /** Takes the next request slot of the shared rate limit and waits for it; true if it waited. */
+  async function waitForSlot(): Promise<boolean> {
+    const slot = await reserveSlot(sql, `email:${transport.name}`, intervalMs, clock.now());
+    const wait = slot - clock.now().getTime();
+    if (wait <= 0) return false;
+    await sleep(wait);
+    return true;
+  }
+
   async function deliver(batch: OutgoingEmail[]): Promise<{ sent: number; failed: number; requeued: number }> {
     const key = batch.length === 1 ? batch[0]!.id : `batch-${createHash('sha256').update(batch.map((e) => e.id).join(',')).digest('hex')}`;
     let transient = 0;
-    for (;;) {
-      const slot = await reserveSlot(sql, `email:${transport.name}`, intervalMs, clock.now());
-      const wait = slot - clock.now().getTime();
-      if (wait > 0) await sleep(wait);
+    for (let attempt = 0; ; attempt++) {
+      // The first attempt's slot was taken (and waited for) by the caller before it topped up
+      // the batch; retries take their own.
+      if (attempt > 0) await waitForSlot();
       let outcome;
       try {
         outcome = await transport.send(batch, key);
@@ -242,7 +253,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
 
   type Totals = { sent: number; failed: number; skipped: number; requeued: number };
 
-  /** Skip, render and deliver one claimed batch. */
+  /** Skips, renders and delivers a claimed batch; its first request slot is already taken. */
   async function sendBatch(rows: PendingRow[], totals: Totals): Promise<void> {
     const ready: OutgoingEmail[] = [];
     // Suppression is checked again at send time: a bounce may have arrived since the decision.
@@ -290,6 +301,12 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
         if (rows.length === MAX_BATCH && lanes < MAX_LANES) {
           lanes++;
           running.push(lane());
+        }
+        // Sends trickling in (a campaign's runs being woken one by one) must not spend a request
+        // of the rate limit each: whoever had to wait for its slot fills the batch up with what
+        // became due meanwhile. An idle sender sends at once.
+        if (await waitForSlot()) {
+          if (rows.length < MAX_BATCH) rows.push(...(await claim(MAX_BATCH - rows.length)));
         }
         await sendBatch(rows, totals);
       }
