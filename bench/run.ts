@@ -14,9 +14,13 @@ import { ADMIN_TOKEN, WEBHOOK_SECRET, WRITE_KEY } from './lib/payloads.ts';
 import { markdownCpuTable, markdownTable, Report, writeJson } from './lib/report.ts';
 import { machineBusy, setBenchDatabase } from './lib/cpu.ts';
 import { batchIngest } from './scenarios/batch-ingest.ts';
+import { campaignSend } from './scenarios/campaign-send.ts';
+import { eventLatency } from './scenarios/event-latency.ts';
+import { recoveryReport } from './scenarios/recovery-report.ts';
+import { waitingRuns } from './scenarios/waiting-runs.ts';
 import { webhookIngest } from './scenarios/webhook-ingest.ts';
 
-const SCENARIOS: Scenario[] = [webhookIngest, batchIngest];
+const SCENARIOS: Scenario[] = [webhookIngest, batchIngest, campaignSend, eventLatency, recoveryReport, waitingRuns];
 const RESULTS = path.join(BENCH_DIR, 'results', 'latest.json');
 
 function usage(): string {

@@ -532,6 +532,43 @@ test('frequency cap: the second lifecycle email of the day is held, not lost, an
   assert.deepEqual(sent(await messages(svc)).map((m) => m[1]), ['activation-create-project', 'welcome-tips', 'activation-connect-integration']);
 });
 
+test('due runs advance in one batch: different contacts all move; two sends of one contact still respect the cap', async (t) => {
+  const { svc, clock } = await setup(t, { FREQUENCY_CAP: 'PT24H' });
+  for (const key of ['beta-a', 'beta-b']) {
+    await publish(svc, {
+      key,
+      name: key,
+      category: 'lifecycle',
+      trigger: { type: 'event', event: 'Joined Beta' },
+      entry: { mode: 'once' },
+      steps: [
+        { id: 'pause', type: 'wait', duration: 'P1D' },
+        { id: 'hello', type: 'send_email', template: 'welcome-tips', subject: `Hello from ${key}` },
+      ],
+    }, T);
+  }
+  for (const user of ['u1', 'u2', 'u3', 'u4', 'u5']) {
+    await identify(svc, { userId: user, traits: { email: `${user}@example.test` } });
+    await track(svc, { userId: user, event: 'Joined Beta' });
+  }
+  await svc.drain();
+  const due = await svc.sql<{ id: number }[]>`select id from workflow_runs where workflow_key in ('beta-a', 'beta-b') order by id`;
+  assert.equal(due.length, 10);
+
+  clock.set(at(DAY));
+  assert.equal(await svc.engine.advanceDueBatch(due.map((r) => r.id)), 10);
+  const sentTo = await svc.sql<{ to_email: string; n: number }[]>`
+    select to_email, count(*)::int as n from messages where workflow_key in ('beta-a', 'beta-b') group by to_email order by to_email`;
+  // every contact got exactly one of its two emails; the other is held by the cap, not lost
+  assert.deepEqual(sentTo.map((r) => [r.to_email, r.n]), ['u1', 'u2', 'u3', 'u4', 'u5'].map((u) => [`${u}@example.test`, 1]));
+  const held = await svc.sql<{ n: number }[]>`
+    select count(*)::int as n from run_trace tr join workflow_runs r on r.id = tr.run_id
+    where r.workflow_key in ('beta-a', 'beta-b') and tr.kind = 'send_held'`;
+  assert.equal(held[0]!.n, 5);
+  // a second look at the same (now moved-on) runs is a no-op
+  assert.equal(await svc.engine.advanceDueBatch(due.map((r) => r.id)), 0);
+});
+
 // ---------------------------------------------------------------------------------------------
 // 7. Quiet hours
 

@@ -51,6 +51,16 @@ export class Report {
     return this.push({ scenario, figure, value, unit, baseline, ratio, target: minRatio === null ? null : `ratio ≥ ${minRatio}`, holds });
   }
 
+  /**
+   * A cost (a time, where lower is better) compared with a baseline measured in the same run:
+   * ratio = value / baseline (or the given ratio), holds when ratio ≤ maxRatio.
+   */
+  ratioAtMost(scenario: string, figure: string, value: number, unit: string, baseline: number, maxRatio: number, givenRatio?: number): Row {
+    const ratio = givenRatio ?? (baseline > 0 ? value / baseline : null);
+    const holds: Holds = ratio === null ? 'n/a' : ratio <= maxRatio ? 'yes' : 'no';
+    return this.push({ scenario, figure, value, unit, baseline, ratio, target: `ratio ≤ ${maxRatio}`, holds });
+  }
+
   /** A figure with an absolute upper bound (e.g. a latency). */
   atMost(scenario: string, figure: string, value: number, unit: string, max: number): Row {
     return this.push({ scenario, figure, value, unit, baseline: null, ratio: null, target: `≤ ${max} ${unit}`, holds: value <= max ? 'yes' : 'no' });

@@ -25,6 +25,17 @@ const MAX_TRANSIENT_TRIES = 6;
  * limit instead of one per round trip. Only a full batch opens another lane.
  */
 const MAX_LANES = 4;
+/**
+ * How long before its rate-limit slot a batch is topped up and rendered (rendering 100 emails
+ * takes ≈ 10 ms; the top-up claim is a round trip that slows down when the database is busy).
+ */
+const PREPARE_MS = 100;
+/**
+ * Requests are spaced 3 % wider than the configured limit: a provider counting requests per
+ * second rejects the 11th of ten-a-second requests that arrive a few milliseconds early
+ * (network jitter), and each 429 costs a second.
+ */
+const RATE_MARGIN = 1.03;
 
 interface PendingRow {
   id: string;
@@ -63,6 +74,31 @@ export interface EmailSender {
   stop(): Promise<void>;
 }
 
+/**
+ * The provider's own rule, checked at the moment of sending: no more than `perSecond` requests
+ * in any second. The shared slots space requests evenly, but a request that leaves late (a busy
+ * event loop, a slow claim) lets the next ones bunch up behind it, and the provider answers the
+ * bunch with 429 and a second's wait. This window holds a request back instead (in this process).
+ */
+function sendWindow(perSecond: number, clock: Clock, sleep: (ms: number) => Promise<void>) {
+  const size = Math.max(1, Math.floor(perSecond));
+  const windowMs = Math.ceil((size / perSecond) * 1000 * RATE_MARGIN);
+  const starts: number[] = [];
+  return {
+    async admit(): Promise<void> {
+      for (;;) {
+        const now = clock.now().getTime();
+        while (starts.length > 0 && starts[0]! <= now - windowMs) starts.shift();
+        if (starts.length < size) {
+          starts.push(now);
+          return;
+        }
+        await sleep(starts[0]! + windowMs - now);
+      }
+    },
+  };
+}
+
 export async function recordMessageEvent(db: Queryable, messageId: string, status: string, at: Date, detail: string | null = null, sourceId: string | null = null): Promise<boolean> {
   const rows = await db`
     insert into message_events (message_id, status, at, detail, source_id) values (${messageId}, ${status}, ${at}, ${detail}, ${sourceId})
@@ -73,7 +109,7 @@ export async function recordMessageEvent(db: Queryable, messageId: string, statu
 export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   const { sql, clock, logger, config, templates, transport, secret } = deps;
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-  const intervalMs = Math.max(1, Math.round(1000 / config.email.rateLimitPerSecond));
+  const intervalMs = Math.max(1, Math.ceil((1000 / config.email.rateLimitPerSecond) * RATE_MARGIN));
 
   async function claim(limit: number = MAX_BATCH): Promise<PendingRow[]> {
     const now = clock.now();
@@ -192,23 +228,28 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     });
   }
 
-  /** One provider request with its retries; returns how each email ended. */
-  /** Takes the next request slot of the shared rate limit and waits for it; true if it waited. */
-  async function waitForSlot(): Promise<boolean> {
-    const slot = await reserveSlot(sql, `email:${transport.name}`, intervalMs, clock.now());
-    const wait = slot - clock.now().getTime();
+  const recentSends = sendWindow(config.email.rateLimitPerSecond, clock, sleep);
+
+  /** Reserves the next request slot of the shared rate limit: when (ms epoch) it starts. */
+  const reserve = () => reserveSlot(sql, `email:${transport.name}`, intervalMs, clock.now());
+  /** Sleeps until `at` (ms epoch) less `early` ms; true if it slept. */
+  async function sleepUntil(at: number, early = 0): Promise<boolean> {
+    const wait = at - early - clock.now().getTime();
     if (wait <= 0) return false;
     await sleep(wait);
     return true;
   }
 
-  async function deliver(batch: OutgoingEmail[]): Promise<{ sent: number; failed: number; requeued: number }> {
+  /** One provider request with its retries; returns how each email ended. */
+  async function deliver(batch: OutgoingEmail[], firstSlot: number): Promise<{ sent: number; failed: number; requeued: number }> {
     const key = batch.length === 1 ? batch[0]!.id : `batch-${createHash('sha256').update(batch.map((e) => e.id).join(',')).digest('hex')}`;
     let transient = 0;
     for (let attempt = 0; ; attempt++) {
-      // The first attempt's slot was taken (and waited for) by the caller before it topped up
-      // the batch; retries take their own.
-      if (attempt > 0) await waitForSlot();
+      // The first attempt's slot was reserved by the caller before it topped up the batch;
+      // retries reserve their own. The request leaves at its slot, not later: a provider that
+      // counts requests per second would see a late one and its successor as one too many.
+      await sleepUntil(attempt === 0 ? firstSlot : await reserve());
+      await recentSends.admit();
       let outcome;
       try {
         outcome = await transport.send(batch, key);
@@ -254,7 +295,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   type Totals = { sent: number; failed: number; skipped: number; requeued: number };
 
   /** Skips, renders and delivers a claimed batch; its first request slot is already taken. */
-  async function sendBatch(rows: PendingRow[], totals: Totals): Promise<void> {
+  async function sendBatch(rows: PendingRow[], totals: Totals, slot: number): Promise<void> {
     const ready: OutgoingEmail[] = [];
     // Suppression is checked again at send time: a bounce may have arrived since the decision.
     const addresses = rows.map((r) => r.to_email?.toLowerCase()).filter((e): e is string => !!e);
@@ -281,7 +322,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       }
     }
     if (ready.length === 0) return;
-    const result = await deliver(ready);
+    const result = await deliver(ready, slot);
     totals.sent += result.sent;
     totals.failed += result.failed;
     totals.requeued += result.requeued;
@@ -303,12 +344,14 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
           running.push(lane());
         }
         // Sends trickling in (a campaign's runs being woken one by one) must not spend a request
-        // of the rate limit each: whoever had to wait for its slot fills the batch up with what
-        // became due meanwhile. An idle sender sends at once.
-        if (await waitForSlot()) {
+        // of the rate limit each: whoever has to wait for its slot fills the batch up with what
+        // became due meanwhile, shortly before the slot (time to claim and render), and sends at
+        // the slot. An idle sender sends at once.
+        const slot = await reserve();
+        if (await sleepUntil(slot, PREPARE_MS)) {
           if (rows.length < MAX_BATCH) rows.push(...(await claim(MAX_BATCH - rows.length)));
         }
-        await sendBatch(rows, totals);
+        await sendBatch(rows, totals, slot);
       }
     };
     lanes = 1;

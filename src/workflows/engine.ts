@@ -22,6 +22,8 @@ import type { AdvanceResult, EventFact, Fact, RunState, WorkflowDefinition } fro
 
 export const DUE_QUEUE = 'workflow.due';
 export const WEBHOOK_QUEUE = 'workflow.webhook';
+/** Due runs advanced per transaction (one pg-boss fetch). */
+const DUE_BATCH = 50;
 
 // Only one instance feeds the timeline to the engine at a time (facts of one contact must reach
 // its runs in order); other instances skip the pass. Runs are advanced in parallel elsewhere.
@@ -60,8 +62,10 @@ export interface Engine {
   processEvents(): Promise<number>;
   /** Hand due runs to pg-boss (and enter due date-trait triggers); returns how many. */
   tick(): Promise<number>;
-  /** Advance one run whose timer is due (what a `workflow.due` job does). */
+  /** Advance one run whose timer is due. */
   advanceDue(runId: number): Promise<boolean>;
+  /** Advance a batch of due runs (what the `workflow.due` worker does with a batch of jobs); returns how many moved. */
+  advanceDueBatch(runIds: number[]): Promise<number>;
   /** Tests and tools: process facts and due timers directly (no queue) until nothing is left. */
   drain(): Promise<void>;
   start(): Promise<void>;
@@ -106,6 +110,9 @@ export function createEngine(deps: EngineDeps): Engine {
     }
     return [{ id: contact.id, email: contact.email }];
   }
+
+  /** Transactions that already woke the sender (one NOTIFY per transaction is enough). */
+  const notified = new WeakSet<object>();
 
   async function persist(tx: Tx, def: WorkflowDefinition, run: RunRow, contact: ContactRecord, result: AdvanceResult): Promise<void> {
     const now = clock.now();
@@ -164,7 +171,10 @@ export function createEngine(deps: EngineDeps): Engine {
     // without this it only finds the message on its next poll, up to 500 ms later). A constant
     // payload: PostgreSQL folds identical notifications of one transaction, so a batch of facts
     // that queues many emails costs one NOTIFY at commit.
-    if (queuedEmail) await tx`select pg_notify(${OUTBOX_CHANNEL}, '')`;
+    if (queuedEmail && !notified.has(tx)) {
+      notified.add(tx);
+      await tx`select pg_notify(${OUTBOX_CHANNEL}, '')`;
+    }
   }
 
   /** Advance a locked run with one fact and persist the result. */
@@ -323,6 +333,55 @@ export function createEngine(deps: EngineDeps): Engine {
     });
   }
 
+  /**
+   * Advances a batch of due runs in one transaction: a campaign wakes thousands of runs at once,
+   * and one transaction per run (a commit and a dozen round trips each) capped it at ~135 runs/s.
+   * Runs of different contacts advance concurrently, so postgres.js pipelines their queries
+   * (several per network write); runs of one contact go one after another, since the policy
+   * (frequency cap) reads what the previous one queued. If any run fails, the transaction is
+   * gone for all of them: the batch is redone one run per transaction, so one bad run cannot
+   * hold up the others (and is logged; it stays due and the tick hands it over again later).
+   */
+  async function advanceDueBatch(runIds: number[]): Promise<number> {
+    try {
+      return await sql.begin(async (tx: Tx) => {
+        const runs = await tx<RunRow[]>`
+          select id, workflow_key, version, contact_id, account_id, status, state, due_at
+          from workflow_runs where id = any(${runIds}::bigint[]) order by id for update`;
+        const now = clock.now().getTime();
+        const chains = new Map<number, RunRow[]>();
+        for (const run of runs) {
+          if (run.status !== 'active' || !run.due_at || run.due_at.getTime() > now) continue;
+          const chain = chains.get(run.contact_id);
+          if (chain) chain.push(run);
+          else chains.set(run.contact_id, [run]);
+        }
+        const outcomes = await Promise.allSettled(
+          [...chains.values()].map(async (chain) => {
+            for (const run of chain) await feed(tx, run, { type: 'timer' });
+          }),
+        );
+        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+        if (failed) throw failed.reason;
+        let advanced = 0;
+        for (const chain of chains.values()) advanced += chain.length;
+        return advanced;
+      });
+    } catch (err) {
+      if (runIds.length === 1) throw err;
+      logger.warn({ runs: runIds.length, error: (err as Error).message }, 'a due run failed in a batch: advancing the batch one run at a time');
+      let advanced = 0;
+      for (const runId of runIds) {
+        try {
+          if (await advanceDue(runId)) advanced++;
+        } catch (error) {
+          logger.error({ runId, error: (error as Error).message }, 'workflow engine could not advance a due run');
+        }
+      }
+      return advanced;
+    }
+  }
+
   async function enterScheduled(): Promise<number> {
     return sql.begin(async (tx: Tx) => {
       const due = await tx<{ workflow_key: string; contact_id: number; trait_value: string; due_at: Date }[]>`
@@ -376,7 +435,8 @@ export function createEngine(deps: EngineDeps): Engine {
       const entered = await enterScheduled();
       const due = await sql<{ id: number }[]>`
         select id from workflow_runs where status = 'active' and due_at <= ${clock.now()} order by due_at, id limit 1000`;
-      for (const r of due) await advanceDue(r.id);
+      // The same path as the workflow.due worker: batches of runs in one transaction each.
+      for (let i = 0; i < due.length; i += DUE_BATCH) await advanceDueBatch(due.slice(i, i + DUE_BATCH).map((r) => r.id));
       if (events === 0 && entered === 0 && due.length === 0) return;
     }
     throw new Error('engine drain did not settle after 1000 rounds');
@@ -406,15 +466,21 @@ export function createEngine(deps: EngineDeps): Engine {
     processEvents,
     tick,
     advanceDue,
+    advanceDueBatch,
     drain,
     async start() {
       running = true;
       // burstWhenBatchFull: after a full batch, fetch the next one at once. Without it pg-boss
       // waits a polling interval (1 s with NOTIFY) after every fetch, so a tick that hands over
       // 1,000 due runs took 50 s to work through them (20 runs/s, the worker nearly idle).
-      await boss.work<{ runId: number }>(DUE_QUEUE, { batchSize: 20, pollingIntervalSeconds: 0.5, notifyPollingIntervalSeconds: 1, burstWhenBatchFull: true }, async (jobs) => {
-        for (const job of jobs) await advanceDue(job.data.runId);
-      });
+      // Two batches in flight: one computes while the other waits on the database.
+      await boss.work<{ runId: number }>(
+        DUE_QUEUE,
+        { batchSize: DUE_BATCH, localConcurrency: 2, pollingIntervalSeconds: 0.5, notifyPollingIntervalSeconds: 1, burstWhenBatchFull: true },
+        async (jobs) => {
+          await advanceDueBatch(jobs.map((job) => job.data.runId));
+        },
+      );
       const listener = await sql.listen(DOMAIN_EVENT_CHANNEL, wakeFeed);
       unlisten = listener.unlisten;
       const loop = () => {

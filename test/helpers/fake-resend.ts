@@ -41,6 +41,9 @@ export async function startFakeResend(options: {
   const window: number[] = [];
 
   const server = createServer((req, res) => {
+    // The rate window counts requests when they arrive (headers), as a provider's edge does,
+    // not when this process got round to parsing a 2 MB batch body.
+    const arrived = Date.now();
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -51,7 +54,7 @@ export async function startFakeResend(options: {
       } catch {
         body = raw;
       }
-      const now = Date.now();
+      const now = arrived;
       requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: keepContent ? body : null, at: now });
       const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(status, { 'content-type': 'application/json', ...headers });
