@@ -18,9 +18,10 @@ import { campaignSend } from './scenarios/campaign-send.ts';
 import { eventLatency } from './scenarios/event-latency.ts';
 import { recoveryReport } from './scenarios/recovery-report.ts';
 import { waitingRuns } from './scenarios/waiting-runs.ts';
+import { templateRender } from './scenarios/template-render.ts';
 import { webhookIngest } from './scenarios/webhook-ingest.ts';
 
-const SCENARIOS: Scenario[] = [webhookIngest, batchIngest, campaignSend, eventLatency, recoveryReport, waitingRuns];
+const SCENARIOS: Scenario[] = [webhookIngest, batchIngest, eventLatency, templateRender, campaignSend, waitingRuns, recoveryReport];
 const RESULTS = path.join(BENCH_DIR, 'results', 'latest.json');
 
 function usage(): string {
