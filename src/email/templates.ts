@@ -806,33 +806,33 @@ function deriveTextTemplate(compiledHtml: string): Compiled | null {
  * item's text; a word longer than a line, such as a URL, stays whole on its own line).
  */
 function tidyText(text: string): string {
+  const tidy = text
+    .replace(/[ \t]+$/gm, '') // trailing spaces; a line of spaces becomes blank
+    .replace(/\n{3,}/g, '\n\n') // at most one blank line in a row
+    .replace(LONG_LINE, wrapLine)
+    .trim();
+  return tidy + '\n';
+}
+
+const LONG_LINE = new RegExp(`^.{${TEXT_WIDTH + 1},}$`, 'gm');
+
+/** Greedy wrap of one line at TEXT_WIDTH, continuations indented under a list item's text. */
+function wrapLine(line: string): string {
+  const leading = /^\s*/.exec(line)![0];
+  const indent = ' '.repeat(/^\s*(?:(?:\d+|[a-z])\.|[*•-])?\s*/.exec(line)![0].length);
+  const [first = '', ...rest] = line.slice(leading.length).split(/ +/);
   const out: string[] = [];
-  for (const rawLine of text.split('\n')) {
-    const line = rawLine.trimEnd();
-    if (line === '') {
-      if (out.length > 0 && out[out.length - 1] !== '') out.push('');
-      continue;
+  let current = leading + first;
+  for (const word of rest) {
+    if (current.length + 1 + word.length <= TEXT_WIDTH) {
+      current += ' ' + word;
+    } else {
+      out.push(current);
+      current = indent + word;
     }
-    if (line.length <= TEXT_WIDTH) {
-      out.push(line);
-      continue;
-    }
-    const leading = /^\s*/.exec(line)![0];
-    const indent = ' '.repeat(/^\s*(?:(?:\d+|[a-z])\.|[*•-])?\s*/.exec(line)![0].length);
-    const [first = '', ...rest] = line.slice(leading.length).split(/ +/);
-    let current = leading + first;
-    for (const word of rest) {
-      if (current.length + 1 + word.length <= TEXT_WIDTH) {
-        current += ' ' + word;
-      } else {
-        out.push(current);
-        current = indent + word;
-      }
-    }
-    out.push(current);
   }
-  while (out.length > 0 && out[out.length - 1] === '') out.pop();
-  return out.join('\n').trim() + '\n';
+  out.push(current);
+  return out.join('\n');
 }
 
 /** Step subjects are few and reused: compile each once. */
