@@ -569,6 +569,50 @@ test('due runs advance in one batch: different contacts all move; two sends of o
   assert.equal(await svc.engine.advanceDueBatch(due.map((r) => r.id)), 0);
 });
 
+test('a campaign of due runs is handed to pg-boss as a bounded stream, not all at once', async (t) => {
+  const { svc, clock } = await setup(t, { FREQUENCY_CAP: 'off' });
+  const version = await publish(svc, {
+    key: 'mass',
+    name: 'mass',
+    category: 'marketing',
+    trigger: { type: 'event', event: 'Mass' },
+    entry: { mode: 'once' },
+    steps: [
+      { id: 'pause', type: 'wait', duration: 'PT1H' },
+      { id: 'hello', type: 'send_email', template: 'winback-offer', subject: 'Hello' },
+    ],
+  }, T);
+  // 2,500 runs whose wait ends at T + 1 h, made the way a bulk import would.
+  await svc.sql`
+    insert into contacts (user_id, email, created_at, updated_at)
+    select 'mass-' || i, 'mass' || i || '@example.test', ${T}, ${T} from generate_series(1, 2500) i`;
+  await svc.sql`
+    insert into workflow_runs (workflow_key, version, contact_id, run_key, status, state, due_at, started_at, updated_at)
+    select 'mass', ${version}, c.id, 'once', 'active',
+      jsonb_build_object('status', 'active', 'stepId', 'pause', 'wait', jsonb_build_object('kind', 'time', 'until', ${at(HOUR).toISOString()}::text),
+        'variants', '{}'::jsonb, 'holdout', false,
+        'vars', jsonb_build_object('trigger', jsonb_build_object('name', 'Mass', 'properties', '{}'::jsonb, 'occurredAt', ${T.toISOString()}::text), 'matched', '{}'::jsonb),
+        'startedAt', ${T.toISOString()}::text, 'endedAt', null, 'endReason', null, 'convertedAt', null),
+      ${at(HOUR)}, ${T}, ${T}
+    from contacts c where c.user_id like 'mass-%'`;
+  const jobs = async () => (await svc.sql<{ n: number }[]>`select count(*)::int as n from pgboss.job where name = 'workflow.due'`)[0]!.n;
+
+  assert.equal(await svc.engine.tick(), 0, 'nothing due yet');
+  clock.set(at(HOUR));
+  assert.equal(await svc.engine.tick(), 1000);
+  assert.equal(await svc.engine.tick(), 1000);
+  assert.equal(await svc.engine.tick(), 0, 'at most 2,000 handed over and not yet advanced');
+  assert.equal(await jobs(), 2000);
+
+  // The worker advances a batch: room for as many more.
+  const handed = await svc.sql<{ id: number }[]>`select id from workflow_runs where queued_at is not null order by id limit 300`;
+  assert.equal(await svc.engine.advanceDueBatch(handed.map((r) => r.id)), 300);
+  assert.equal(await svc.engine.tick(), 300);
+  // A job lost for 5 minutes is handed over again (and the cap counts only recent hand-overs).
+  clock.set(at(HOUR + 5 * MIN + 1000));
+  assert.equal(await svc.engine.tick(), 1000);
+});
+
 // ---------------------------------------------------------------------------------------------
 // 7. Quiet hours
 

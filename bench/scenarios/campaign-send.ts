@@ -85,9 +85,10 @@ async function deliver(ctx: BenchContext, label: string, fake: FakeResend, n: nu
     }
     if (performance.now() - lastChange > 60_000) break;
   }
-  const sends = fake.requests.filter((r) => r.path.startsWith('/emails')).map((r) => r.at);
+  const sends = fake.requests.filter((r) => r.path.startsWith('/emails')).map((r) => r.at).sort((a, b) => a - b);
+  const perRequest = fake.accepted.length / Math.max(1, sends.length);
   const gaps = sends.slice(1).map((t, i) => t - sends[i]!).sort((a, b) => a - b);
-  if (gaps.length > 0) progress(`${S}/${label}`, `gaps between requests at the fake (ms): min ${gaps[0]}, p10 ${gaps[Math.floor(gaps.length * 0.1)]}, p50 ${gaps[Math.floor(gaps.length / 2)]}, p90 ${gaps[Math.floor(gaps.length * 0.9)]}, max ${gaps[gaps.length - 1]}`);
+  if (gaps.length > 0) progress(`${S}/${label}`, `${sends.length} requests, ${perRequest.toFixed(1)} emails each; gaps between arrivals at the fake (ms): min ${gaps[0]}, p10 ${gaps[Math.floor(gaps.length * 0.1)]}, p50 ${gaps[Math.floor(gaps.length / 2)]}, p90 ${gaps[Math.floor(gaps.length * 0.9)]}, max ${gaps[gaps.length - 1]}`);
   const first = Math.min(...sends);
   const lastAccepted = Math.max(...sends);
   const cpu = meter();

@@ -24,6 +24,13 @@ export const DUE_QUEUE = 'workflow.due';
 export const WEBHOOK_QUEUE = 'workflow.webhook';
 /** Due runs advanced per transaction (one pg-boss fetch). */
 const DUE_BATCH = 50;
+/** Due runs one tick hands to pg-boss at most, and at most this many waiting in pg-boss at once. */
+const DUE_TICK_LIMIT = 1000;
+const MAX_IN_FLIGHT = 2000;
+/** With due work left behind, the next tick comes this soon (else after ENGINE_TICK_MS). */
+const BACKLOG_TICK_MS = 100;
+/** A handed-over run not advanced after this long (its job was lost) is handed over again. */
+const REHAND_AFTER_MS = 5 * 60_000;
 
 // Only one instance feeds the timeline to the engine at a time (facts of one contact must reach
 // its runs in order); other instances skip the pass. Runs are advanced in parallel elsewhere.
@@ -408,18 +415,33 @@ export function createEngine(deps: EngineDeps): Engine {
     });
   }
 
+  /** Set by a tick that left due work behind: the loop ticks again soon instead of in a second. */
+  let backlog = false;
+
   async function tick(): Promise<number> {
     const entered = await enterScheduled();
     const queued = await sql.begin(async (tx: Tx) => {
       const now = clock.now();
-      // Re-hand a run whose job got lost (e.g. the queue was purged) after 5 minutes.
+      const lost = new Date(now.getTime() - REHAND_AFTER_MS);
+      // Handed over but not advanced yet: keep that bounded, so a campaign that makes 100k runs
+      // due at once becomes a steady stream of jobs, not 100k jobs in pg-boss at once (whose
+      // fetch slows down on a queue that grew before autovacuum saw it; and jobs still queued
+      // after REHAND_AFTER_MS would be handed over twice).
+      const [inFlight] = await tx<{ n: number }[]>`
+        select count(*)::int as n from workflow_runs
+        where status = 'active' and due_at <= ${now} and queued_at >= ${lost}`;
+      const limit = Math.max(0, Math.min(DUE_TICK_LIMIT, MAX_IN_FLIGHT - inFlight!.n));
+      backlog = limit < DUE_TICK_LIMIT;
+      if (limit === 0) return 0;
+      // Re-hand a run whose job got lost (e.g. the queue was purged) after REHAND_AFTER_MS.
       const due = await tx<{ id: number; due_at: Date }[]>`
         with due as (
           select id from workflow_runs
-          where status = 'active' and due_at <= ${now} and (queued_at is null or queued_at < ${new Date(now.getTime() - 5 * 60_000)})
-          order by due_at limit 1000 for update skip locked)
+          where status = 'active' and due_at <= ${now} and (queued_at is null or queued_at < ${lost})
+          order by due_at limit ${limit} for update skip locked)
         update workflow_runs r set queued_at = ${now} from due where r.id = due.id
         returning r.id, r.due_at`;
+      if (due.length === limit) backlog = true;
       if (due.length > 0) {
         // In the same transaction: the mark and the jobs commit together.
         await boss.insert(DUE_QUEUE, due.map((r) => ({ data: { runId: r.id, dueAt: r.due_at.toISOString() } })), { db: bossDb(tx) });
@@ -489,7 +511,7 @@ export function createEngine(deps: EngineDeps): Engine {
         tick()
           .catch((err) => logger.error({ error: (err as Error).message }, 'engine tick failed'))
           .finally(() => {
-            if (running) timer = setTimeout(loop, config.engineTickMs);
+            if (running) timer = setTimeout(loop, backlog ? BACKLOG_TICK_MS : config.engineTickMs);
           });
       };
       loop();
