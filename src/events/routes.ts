@@ -52,7 +52,28 @@ function describeSchemaError(kind: Kind, error: { instancePath?: string; params?
  * and lone UTF-16 surrogates are refused by PostgreSQL (they would fail the whole INSERT, and a
  * retrying sender would be stuck on a 503 forever), and very deep nesting exhausts its parser.
  */
-function unstorable(value: unknown, path: string, depth = 0): string | null {
+function unstorable(value: unknown, path: string): string | null {
+  // The common case (nothing wrong) without building a path string for every property; the
+  // path is worked out only for the message that says what is wrong.
+  return storable(value, 0) ? null : whyUnstorable(value, path);
+}
+
+function storable(value: unknown, depth: number): boolean {
+  if (typeof value === 'string') return !value.includes('\u0000') && value.isWellFormed();
+  if (typeof value !== 'object' || value === null) return true;
+  if (depth >= MAX_JSON_DEPTH) return false;
+  if (Array.isArray(value)) {
+    for (const v of value) if (!storable(v, depth + 1)) return false;
+    return true;
+  }
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (!storable(key, 0) || !storable((value as Record<string, unknown>)[key], depth + 1)) return false;
+  }
+  return true;
+}
+
+function whyUnstorable(value: unknown, path: string, depth = 0): string | null {
   if (typeof value === 'string') {
     if (value.includes('\u0000')) return `${path || 'message'} must not contain NUL (\\u0000) characters`;
     if (!value.isWellFormed()) return `${path || 'message'} must be valid Unicode (it contains a lone surrogate)`;
@@ -64,14 +85,14 @@ function unstorable(value: unknown, path: string, depth = 0): string | null {
   const at = (step: string) => (depth < 4 ? `${path}${step}` : path);
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const why = unstorable(value[i], at(`[${i}]`), depth + 1);
+      const why = whyUnstorable(value[i], at(`[${i}]`), depth + 1);
       if (why) return why;
     }
     return null;
   }
   for (const [key, v] of Object.entries(value)) {
-    if (unstorable(key, '')) return `${path || 'message'} has a property name that is not valid text (NUL character or lone surrogate)`;
-    const why = unstorable(v, at(path ? `.${key}` : key), depth + 1);
+    if (whyUnstorable(key, '')) return `${path || 'message'} has a property name that is not valid text (NUL character or lone surrogate)`;
+    const why = whyUnstorable(v, at(path ? `.${key}` : key), depth + 1);
     if (why) return why;
   }
   return null;
