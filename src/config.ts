@@ -4,6 +4,9 @@
 
 export const ROLES = ['all', 'api', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
+/** What a worker (ROLE=worker or all) runs; WORKER_TASKS picks a subset (default: all of them). */
+export const WORKER_TASKS = ['inbox', 'engine', 'email', 'webhooks'] as const;
+export type WorkerTask = (typeof WORKER_TASKS)[number];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -20,6 +23,8 @@ export interface Config {
   adminToken: string | undefined;
   publicUrl: string;
   role: Role;
+  /** the background tasks this process runs when its role includes the worker */
+  workerTasks: ReadonlySet<WorkerTask>;
   logLevel: LogLevel;
   /** Max connections of our own postgres.js pool (pg-boss has its own). */
   dbPoolMax: number;
@@ -87,6 +92,18 @@ function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], 
   return raw as T;
 }
 
+/** A comma-separated subset of `allowed` (unset: all of them). */
+function someOf<T extends string>(env: Env, name: string, allowed: readonly T[]): ReadonlySet<T> {
+  const raw = str(env, name);
+  if (raw === undefined) return new Set(allowed);
+  const picked = raw.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  const unknown = picked.filter((p) => !(allowed as readonly string[]).includes(p));
+  if (picked.length === 0 || unknown.length > 0) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected a comma-separated list of ${allowed.join(', ')}`);
+  }
+  return new Set(picked as T[]);
+}
+
 function url(env: Env, name: string, protocols: string[]): string | undefined {
   const raw = str(env, name);
   if (raw === undefined) return undefined;
@@ -128,6 +145,7 @@ export function loadConfig(env: Env = process.env): Config {
     adminToken: secret(env, 'LIFELINE_ADMIN_TOKEN'),
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
     role: oneOf(env, 'ROLE', ROLES, 'all'),
+    workerTasks: someOf(env, 'WORKER_TASKS', WORKER_TASKS),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolMax: int(env, 'DB_POOL_MAX', 10, 1, 200),
     secret: secret(env, 'LIFELINE_SECRET'),

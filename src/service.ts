@@ -80,14 +80,19 @@ export async function startService(options: {
     const email = createEmailSender({ sql, clock, logger, config, templates, transport, secret });
     const worker = config.role !== 'api';
     if (worker && !options.manualWorkers) {
-      await inbox.start();
-      await engine.start();
-      await email.start();
-      // notifyPollingIntervalSeconds: retries create no notification; without it pg-boss re-polls a
-      // notify-enabled queue only every 30 s.
-      await boss.work<{ deliveryId: string }>(WEBHOOK_QUEUE, { batchSize: 5, pollingIntervalSeconds: 1, notifyPollingIntervalSeconds: 1 }, async (jobs) => {
-        for (const job of jobs) await deliverWebhook({ sql, clock, logger, secret }, job.data.deliveryId);
-      });
+      // WORKER_TASKS lets a process run only some of them, e.g. the email sender on its own, so
+      // a campaign's engine work cannot delay its rate-limited requests (BENCHMARKS.md, finding 6).
+      const tasks = config.workerTasks;
+      if (tasks.has('inbox')) await inbox.start();
+      if (tasks.has('engine')) await engine.start();
+      if (tasks.has('email')) await email.start();
+      if (tasks.has('webhooks')) {
+        // notifyPollingIntervalSeconds: retries create no notification; without it pg-boss
+        // re-polls a notify-enabled queue only every 30 s.
+        await boss.work<{ deliveryId: string }>(WEBHOOK_QUEUE, { batchSize: 5, pollingIntervalSeconds: 1, notifyPollingIntervalSeconds: 1 }, async (jobs) => {
+          for (const job of jobs) await deliverWebhook({ sql, clock, logger, secret }, job.data.deliveryId);
+        });
+      }
     }
     const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss, templates, secret, inboxNotifier }) : null;
 

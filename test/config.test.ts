@@ -18,6 +18,8 @@ test('a malformed value gives one line naming the variable and what it expects',
     [{ PORT: '70000' }, /^PORT=.*65535/],
     [{ ROLE: 'cron' }, /^ROLE="cron" is invalid: expected one of all \| api \| worker$/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL=/],
+    [{ WORKER_TASKS: 'email,cron' }, /^WORKER_TASKS="email,cron" is invalid: expected a comma-separated list of inbox, engine, email, webhooks$/],
+    [{ WORKER_TASKS: ' , ' }, /^WORKER_TASKS=/],
     [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL is invalid: expected a postgres: or postgresql: URL/],
     [{ DATABASE_URL: 'not a url' }, /^DATABASE_URL is invalid/],
     [{ PUBLIC_URL: 'ftp://x' }, /^PUBLIC_URL is invalid/],
@@ -43,4 +45,10 @@ test('valid values are typed and trimmed', () => {
   assert.equal(c.role, 'worker');
   assert.equal(c.publicUrl, 'https://billing.example.com');
   assert.equal(c.writeKey, 'wk');
+});
+
+test('WORKER_TASKS: a worker runs every task by default, or the ones listed', () => {
+  assert.deepEqual([...loadConfig({}).workerTasks].sort(), ['email', 'engine', 'inbox', 'webhooks']);
+  assert.deepEqual([...loadConfig({ ROLE: 'worker', WORKER_TASKS: 'email' }).workerTasks], ['email']);
+  assert.deepEqual([...loadConfig({ WORKER_TASKS: ' inbox , engine,webhooks ' }).workerTasks].sort(), ['engine', 'inbox', 'webhooks']);
 });

@@ -50,3 +50,26 @@ test('several instances migrating one fresh database at once all succeed, once',
   const journal = (await import('../migrations/meta/_journal.json', { with: { type: 'json' } })).default as { entries: unknown[] };
   assert.equal(n, journal.entries.length);
 });
+
+test('WORKER_TASKS=email: the process sends queued email and leaves the inbox to other workers', async (t) => {
+  const { startFakeResend } = await import('./helpers/fake-resend.ts');
+  const { WRITE_KEY } = await import('./helpers/build.ts');
+  const fake = await startFakeResend();
+  t.after(() => fake.close());
+  const svc = await build(t, {
+    manualWorkers: false,
+    env: { WORKER_TASKS: 'email', RESEND_API_KEY: 're_test_key', RESEND_BASE_URL: fake.url, QUIET_HOURS: 'off' },
+  });
+  const track = await svc.app.inject({ method: 'POST', url: '/v1/track', headers: { authorization: `Bearer ${WRITE_KEY}` }, payload: { userId: 'u1', event: 'Signed Up' } });
+  assert.equal(track.statusCode, 200);
+  await svc.sql`
+    insert into messages (id, to_email, template, subject, category, status, created_at, updated_at)
+    values ('tasks-1', 'tasks@example.test', 'winback-offer', 'Hello', 'marketing', 'queued', now(), now())`;
+  await svc.sql`select pg_notify('lifeline_outbox', '')`;
+  for (let i = 0; i < 100 && fake.accepted.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(fake.accepted.length, 1, 'the sender ran');
+  // The inbox consumer polls every second: after two, the event is still unprocessed here.
+  await new Promise((r) => setTimeout(r, 2000));
+  const [event] = await svc.sql<{ processed: boolean }[]>`select processed_at is not null as processed from product_events`;
+  assert.equal(event!.processed, false, 'no inbox consumer in this process');
+});

@@ -64,8 +64,10 @@ interface PhaseResult {
 }
 
 /** Waits until `n` distinct messages reached the fake (or no progress for 60 s), then checks the books. */
-async function deliver(ctx: BenchContext, label: string, fake: FakeResend, n: number, env: Record<string, string>): Promise<PhaseResult> {
+async function deliver(ctx: BenchContext, label: string, fake: FakeResend, n: number, env: Record<string, string>, senderEnv?: Record<string, string>): Promise<PhaseResult> {
   const started = Date.now(); // the fake stamps requests with Date.now()
+  // With senderEnv: a second process that only sends (the first one's WORKER_TASKS leave it out).
+  const sender = senderEnv ? await ctx.startChild(`lifeline ${label} sender`, 'server-child.ts', senderEnv) : null;
   const server = await ctx.startChild(`lifeline ${label}`, 'server-child.ts', env);
   const t0 = performance.now();
   const meter = cpuMeter(server.pid);
@@ -98,6 +100,7 @@ async function deliver(ctx: BenchContext, label: string, fake: FakeResend, n: nu
   const seconds = (lastAccepted - first) / 1000 + 1 / RATE;
   const startupSeconds = (first - started) / 1000;
   await server.stop();
+  if (sender) await sender.stop();
   const ids = new Set(fake.accepted.map((a) => a.headers['X-Lifeline-Message-Id']));
   const [books] = await ctx.sql<{ sent: number; other: number }[]>`
     select count(*) filter (where status = 'sent')::int as sent, count(*) filter (where status <> 'sent')::int as other from messages`;
@@ -123,6 +126,48 @@ function report(ctx: BenchContext, label: string, r: PhaseResult): void {
   ctx.report.info(S, `${label}: requests repeated after a 429/5xx`, r.rateLimited, 'requests');
   const clean = r.duplicates === 0 && r.lost === 0;
   ctx.report.rows.push({ scenario: S, figure: `${label}: duplicates + lost`, value: r.duplicates + r.lost, unit: 'emails', baseline: null, ratio: null, target: '= 0', holds: clean ? 'yes' : 'no' });
+}
+
+async function runWorkflowPhase(
+  ctx: BenchContext,
+  n: number,
+  label: string,
+  env: (fake: FakeResend) => Record<string, string>,
+  senderEnv: ((fake: FakeResend) => Record<string, string>) | null,
+): Promise<void> {
+  await ctx.sql`truncate messages, message_events, workflow_runs, run_trace restart identity cascade`;
+  const installer = await ctx.startLifeline('api');
+  const put = await fetch(`${installer.url}/v1/workflows/${WORKFLOW_KEY}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(definition),
+  });
+  await installer.stop();
+  if (!put.ok) throw new Error(`installing the bench workflow: ${put.status} ${await put.text()}`);
+  const t0 = performance.now();
+  await ctx.sql`
+    insert into workflow_runs (workflow_key, version, contact_id, run_key, status, state, due_at, started_at, updated_at)
+    select ${WORKFLOW_KEY}, v.version, c.id, 'once', 'active',
+           jsonb_build_object(
+             'status', 'active', 'stepId', 'pause', 'wait', jsonb_build_object('kind', 'time', 'until', to_jsonb(now())),
+             'variants', '{}'::jsonb, 'holdout', false,
+             'vars', jsonb_build_object('trigger', jsonb_build_object('name', 'bench.campaign', 'properties', '{}'::jsonb, 'occurredAt', to_jsonb(now() - interval '1 minute')), 'matched', '{}'::jsonb),
+             'startedAt', to_jsonb(now() - interval '1 minute'), 'endedAt', null, 'endReason', null, 'convertedAt', null),
+           now(), now() - interval '1 minute', now()
+    from contacts c, (select max(version) as version from workflow_versions where key = ${WORKFLOW_KEY}) v`;
+  await ctx.sql`analyze workflow_runs`;
+  await ctx.settle();
+  progress(`${S}/${label}`, `${fmt(n)} runs due at their send step, generated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const fake = await startFakeResend({ ratePerSecond: RATE, keepContent: false });
+  try {
+    const result = await deliver(ctx, label, fake, n, env(fake), senderEnv ? senderEnv(fake) : undefined);
+    report(ctx, label, result);
+    const [runs] = await ctx.sql<{ waiting: number; done: number }[]>`
+      select count(*) filter (where state->>'stepId' = 'pause')::int as waiting, count(*) filter (where status <> 'active' or state->>'stepId' is distinct from 'pause')::int as done from workflow_runs`;
+    progress(`${S}/${label}`, `runs still at the wait: ${runs!.waiting}, moved on: ${runs!.done}`);
+  } finally {
+    await fake.close();
+  }
 }
 
 export const campaignSend: Scenario = {
@@ -158,41 +203,15 @@ export const campaignSend: Scenario = {
       }
     }
 
-    // Phase 2: through the engine.
-    {
-      await ctx.sql`truncate messages, message_events, workflow_runs, run_trace restart identity cascade`;
-      const installer = await ctx.startLifeline('api');
-      const put = await fetch(`${installer.url}/v1/workflows/${WORKFLOW_KEY}`, {
-        method: 'PUT',
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify(definition),
-      });
-      await installer.stop();
-      if (!put.ok) throw new Error(`installing the bench workflow: ${put.status} ${await put.text()}`);
-      const t0 = performance.now();
-      await ctx.sql`
-        insert into workflow_runs (workflow_key, version, contact_id, run_key, status, state, due_at, started_at, updated_at)
-        select ${WORKFLOW_KEY}, v.version, c.id, 'once', 'active',
-               jsonb_build_object(
-                 'status', 'active', 'stepId', 'pause', 'wait', jsonb_build_object('kind', 'time', 'until', to_jsonb(now())),
-                 'variants', '{}'::jsonb, 'holdout', false,
-                 'vars', jsonb_build_object('trigger', jsonb_build_object('name', 'bench.campaign', 'properties', '{}'::jsonb, 'occurredAt', to_jsonb(now() - interval '1 minute')), 'matched', '{}'::jsonb),
-                 'startedAt', to_jsonb(now() - interval '1 minute'), 'endedAt', null, 'endReason', null, 'convertedAt', null),
-               now(), now() - interval '1 minute', now()
-        from contacts c, (select max(version) as version from workflow_versions where key = ${WORKFLOW_KEY}) v`;
-      await ctx.sql`analyze workflow_runs`;
-      await ctx.settle();
-      progress(`${S}/workflow`, `${fmt(n)} runs due at their send step, generated in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      const fake = await startFakeResend({ ratePerSecond: RATE, keepContent: false });
-      try {
-        const result = await deliver(ctx, 'workflow', fake, n, common(fake));
-        report(ctx, 'workflow', result);
-        const [runs] = await ctx.sql<{ waiting: number; done: number }[]>`
-          select count(*) filter (where state->>'stepId' = 'pause')::int as waiting, count(*) filter (where status <> 'active' or state->>'stepId' is distinct from 'pause')::int as done from workflow_runs`;
-        progress(`${S}/workflow`, `runs still at the wait: ${runs!.waiting}, moved on: ${runs!.done}`);
-      } finally {
-        await fake.close();
-      }
-    }
+    // Phase 2: through the engine, in one process (ROLE=all) and with the sender in a process
+    // of its own (WORKER_TASKS), which is how a campaign-heavy deployment would run it.
+    await runWorkflowPhase(ctx, n, 'workflow', common, null);
+    await runWorkflowPhase(
+      ctx,
+      n,
+      'workflow, sender apart',
+      (fake) => ({ ...common(fake), ROLE: 'worker', WORKER_TASKS: 'inbox,engine,webhooks' }),
+      (fake) => ({ ...common(fake), ROLE: 'worker', WORKER_TASKS: 'email' }),
+    );
   },
 };
