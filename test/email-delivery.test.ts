@@ -234,8 +234,9 @@ test('a backlog goes out 100 per request, several batches in flight, never over 
   assert.equal(ids.length, 1200, 'none twice');
   const accepted = fake.requests.filter((r) => r.path === '/emails/batch');
   // 12 full batches; a request the fake saw early (this process also runs the fake, so arrival
-  // times jitter) may have been answered 429 and sent again: that is a retry, not a new batch.
-  assert.ok(accepted.length >= 12 && accepted.length <= 14, `requests: ${accepted.length}`);
+  // times jitter on a loaded machine) may have been answered 429 and sent again: a retry, with
+  // the same idempotency key, not a new batch.
+  assert.ok(accepted.length >= 12, `requests: ${accepted.length}`);
   assert.equal(new Set(accepted.map((r) => r.headers['idempotency-key'])).size, 12, 'twelve batches of 100');
   // The sender's own pacing: no six requests (five per second allowed) leave within a second.
   const sorted = [...starts].sort((a, b) => a - b);
@@ -273,6 +274,10 @@ test('a send that waits for its rate slot takes along what became due meanwhile 
   const totals = await sender.sendPending();
   assert.equal(totals.sent, 31);
   const requests = fake.requests.filter((r) => r.path.startsWith('/emails'));
-  assert.equal(requests.length, 2, 'the 31 went in one request');
+  // One batch after the single email. (On a loaded machine the fake may see it a little early and
+  // answer 429; the retry repeats the batch's idempotency key, so count batches, not requests.)
+  const batches = new Set(requests.map((r) => r.headers['idempotency-key']));
+  assert.equal(batches.size, 2, 'the 31 went in one batch');
+  assert.equal(requests.at(-1)!.path, '/emails/batch');
   assert.equal(fake.accepted.length, 32);
 });
