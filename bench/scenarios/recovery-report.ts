@@ -15,6 +15,8 @@ import { cpuMeter, describeCpu } from '../lib/cpu.ts';
 import { insertRecoveryCases } from '../lib/generators.ts';
 import { fmt, median, NOISY_OTHER_CORES, progress } from '../lib/log.ts';
 import { ADMIN_TOKEN } from '../lib/payloads.ts';
+// The report's own type: the JSON the bench checks is what the route serializes.
+import type { RecoveryReport } from '../../src/reports/recovery-report.ts';
 
 const S = 'recovery-report';
 /** BENCH_RECOVERY_CASES overrides the ledger size (for quick development runs). */
@@ -24,28 +26,6 @@ const CALLS = 40;
 const TARGET_MS = 500;
 
 const ROLLUP_TABLES = ['recovery_cases', 'recovery_daily', 'recovery_time_hist'];
-
-interface CountAmount {
-  count: number;
-  amount: number;
-}
-
-interface CurrencyJson {
-  currency: string;
-  failed: CountAmount;
-  recovered: CountAmount;
-  lost: CountAmount;
-  open: CountAmount;
-  voided: CountAmount;
-  medianHoursToRecover: number | null;
-  byAttribution: Record<string, CountAmount>;
-  holdout: { cases: number };
-}
-
-interface ReportJson {
-  currencies: CurrencyJson[];
-  monthly: { currency: string; cases: number; failedAmount: number; recoveredAmount: number }[];
-}
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
@@ -59,7 +39,7 @@ async function get(url: string, accept = 'application/json'): Promise<{ ms: numb
 }
 
 /** The report's figures recomputed from recovery_cases with plain SQL; returns the mismatches. */
-async function verify(ctx: BenchContext, report: ReportJson): Promise<string[]> {
+async function verify(ctx: BenchContext, report: RecoveryReport): Promise<string[]> {
   const rows = await ctx.sql<
     { currency: string; n: number; due: number; rec_n: number; rec_amount: number; lost_n: number; lost_due: number; open_n: number; open_due: number;
       void_n: number; void_due: number; holdout: number; median_h: number | null }[]
@@ -196,7 +176,7 @@ export const recoveryReport: Scenario = {
         const narrow = await timedCalls(`${svc.url}/v1/reports/recovery?from=${month}-01&to=${next}&currency=usd`, 10);
         report.info(S, `one month, usd only (${month}): p50 of 10 calls`, median(narrow), 'ms');
 
-        const problems = await verify(ctx, JSON.parse(cold.body) as ReportJson);
+        const problems = await verify(ctx, JSON.parse(cold.body) as RecoveryReport);
         if (problems.length) {
           report.note(`${S}: the report disagrees with a SQL aggregate of recovery_cases: ${problems.slice(0, 6).join('; ')}${problems.length > 6 ? ` (+${problems.length - 6} more)` : ''}`);
           progress(S, `MISMATCH: ${problems.join('; ')}`);
@@ -230,7 +210,7 @@ export const recoveryReport: Scenario = {
         const rowsCsv = lines - 1;
         progress(S, `CSV ledger: ${fmt(rowsCsv)} rows, ${fmt(bytes / 1e6, 1)} MB in ${csvSec.toFixed(1)} s`);
         report.info(S, `CSV ledger (?format=csv), all ${fmt(rowsCsv)} rows streamed`, csvSec, 's');
-        const totals = JSON.parse(cold.body) as ReportJson;
+        const totals = JSON.parse(cold.body) as RecoveryReport;
         for (const c of totals.currencies) {
           if (dueByCurrency.get(c.currency) !== c.failed.amount) report.note(`${S}: CSV ledger amount_due for ${c.currency} sums to ${dueByCurrency.get(c.currency)}, the JSON report says ${c.failed.amount}`);
         }

@@ -328,16 +328,9 @@ export function createEngine(deps: EngineDeps): Engine {
   // -------------------------------------------------------------------------------------------
   // Timers
 
+  /** One due run: a batch of one (a failure is thrown, not retried). */
   async function advanceDue(runId: number): Promise<boolean> {
-    return sql.begin(async (tx: Tx) => {
-      const [run] = await tx<RunRow[]>`
-        select id, workflow_key, version, contact_id, account_id, status, state, due_at
-        from workflow_runs where id = ${runId} for update`;
-      // Stale job (the run moved on, ended, or is not due yet): nothing to do.
-      if (!run || run.status !== 'active' || !run.due_at || run.due_at.getTime() > clock.now().getTime()) return false;
-      await feed(tx, run, { type: 'timer' });
-      return true;
-    });
+    return (await advanceDueBatch([runId])) > 0;
   }
 
   /**
@@ -358,6 +351,7 @@ export function createEngine(deps: EngineDeps): Engine {
         const now = clock.now().getTime();
         const chains = new Map<number, RunRow[]>();
         for (const run of runs) {
+          // Stale job (the run moved on, ended, or is not due yet): nothing to do.
           if (run.status !== 'active' || !run.due_at || run.due_at.getTime() > now) continue;
           const chain = chains.get(run.contact_id);
           if (chain) chain.push(run);
