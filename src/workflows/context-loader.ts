@@ -56,15 +56,27 @@ async function loadSubscription(db: Queryable, subscriptionId: string | null) {
 }
 
 /**
- * An account is "in billing recovery" while one of its (or its contact's) Stripe customers has
- * an open invoice that has failed at least once.
+ * A contact is "in billing recovery" while a Stripe customer of its own, or of any account it
+ * belongs to, has an open invoice that has failed at least once. A customer belongs to an
+ * account through the account's stripeCustomerId trait or through any member it is linked to
+ * (README: the paying contact's identify carries stripeCustomerId), so every teammate of a
+ * failing account is held, not only the payer.
  */
-async function recoveryOpen(db: Queryable, customerIds: string[]): Promise<boolean> {
-  if (customerIds.length === 0) return false;
+export async function recoveryOpen(db: Queryable, contactId: number, accountId: number | null): Promise<boolean> {
   const [row] = await db<{ open: boolean }[]>`
+    with accts as (
+      select account_id as id from account_members where contact_id = ${contactId}
+      union select ${accountId}::bigint where ${accountId}::bigint is not null),
+    people as (
+      select ${contactId}::bigint as id
+      union select contact_id from account_members where account_id in (select id from accts)),
+    custs as (
+      select stripe_customer_id as id from contacts where id in (select id from people) and stripe_customer_id is not null
+      union select id from customers where contact_id in (select id from people)
+      union select stripe_customer_id from accounts where id in (select id from accts) and stripe_customer_id is not null)
     select exists (
       select 1 from invoices i
-      where i.customer_id = any(${customerIds}::text[]) and i.status = 'open'
+      where i.customer_id in (select id from custs) and i.status = 'open'
         and exists (select 1 from payment_failures f where f.invoice_id = i.id)
     ) as open`;
   return row?.open ?? false;
@@ -115,7 +127,6 @@ export async function loadContext(
     counts[countKey(condition)] = countMatchingEvents(condition, events, at, emptyScope({ contact: { id: contact.id, email: contact.email, traits: contact.traits } }));
   }
 
-  const customerIds = [contact.stripe_customer_id, account?.stripe_customer_id].filter((c): c is string => !!c);
   const [last] = await db<{ at: Date | null }[]>`
     select max(created_at) as at from messages
     where contact_id = ${contact.id} and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed')`;
@@ -131,7 +142,7 @@ export async function loadContext(
     subscription,
     counts,
     policy: {
-      recoveryOpen: await recoveryOpen(db, customerIds),
+      recoveryOpen: await recoveryOpen(db, contact.id, account ? Number(account.id) : null),
       lastCappedSendAt: last?.at ? last.at.toISOString() : null,
       frequencyCap: config.policy.frequencyCap,
       quietHours: config.policy.quietHours,

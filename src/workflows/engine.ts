@@ -14,7 +14,18 @@ import { DOMAIN_EVENT_CHANNEL } from '../timeline/domain-event-store.ts';
 import { bossDb } from '../jobs/boss-db.ts';
 import { OUTBOX_CHANNEL } from '../email/sender.ts';
 import { buildScope } from './interpreter.ts';
-import { advance, dateTriggerDueAt, entryDecision, matchesTrigger, runEventNames, startRun } from './interpreter.ts';
+import {
+  advance,
+  dateTriggerDueAt,
+  entryDecision,
+  entryGuardEventNames,
+  HOLD_RELEASES,
+  matchesTrigger,
+  runEventNames,
+  scheduledEntryCurrent,
+  startRun,
+} from './interpreter.ts';
+import { lockContacts } from './contact-locks.ts';
 import { evaluate } from './conditions.ts';
 import { loadContact, loadContext, type ContactRecord } from './context-loader.ts';
 import { activeWorkflows, definitionVersion } from './workflow-store.ts';
@@ -221,7 +232,16 @@ export function createEngine(deps: EngineDeps): Engine {
       select run_key as key, status, to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
       from workflow_runs
       where workflow_key = ${def.key} and ${perAccount ? tx`account_id = ${resolvedAccount}` : tx`contact_id = ${contact.id}`}`;
-    const decision = entryDecision(def, trigger, context, existing, now);
+    // Facts that would end the run, already recorded (delivered before the trigger): the
+    // interpreter refuses entry when one happened at or after the trigger.
+    const guardNames = entryGuardEventNames(def);
+    const known = guardNames.length === 0
+      ? []
+      : (await tx<DomainEventRow[]>`
+          select id, name, contact_id, account_id, properties, occurred_at from domain_events
+          where contact_id = ${contact.id} and name = any(${guardNames}::text[]) and occurred_at >= ${new Date(trigger.occurredAt)}
+          order by occurred_at, id`).map(toFact);
+    const decision = entryDecision(def, trigger, context, existing, now, known);
     if (!decision.enter) {
       logger.debug({ workflow: def.key, contactId: contact.id, reason: decision.reason }, 'not entered');
       return false;
@@ -284,42 +304,167 @@ export function createEngine(deps: EngineDeps): Engine {
       } else if (trigger.type === 'date_trait' && fact.name === 'identify') {
         const traitValue = contact.traits[trigger.trait];
         const dueAt = dateTriggerDueAt(def, contact.traits);
-        if (dueAt && traitValue !== undefined) {
+        const value = traitValue === undefined || traitValue === null ? null : String(traitValue);
+        // The trait moved (or was removed): the entry made for the old date is void. The
+        // scheduler re-reads the trait at fire time as well (scheduledEntryCurrent).
+        await tx`
+          update scheduled_entries set done_at = ${clock.now()}
+          where workflow_key = ${def.key} and contact_id = ${contact.id} and done_at is null
+            and trait_value is distinct from ${dueAt ? value : null}`;
+        if (dueAt && value !== null) {
           await tx`
             insert into scheduled_entries (workflow_key, contact_id, trait_value, due_at)
-            values (${def.key}, ${contact.id}, ${String(traitValue)}, ${dueAt})
-            on conflict do nothing`;
+            values (${def.key}, ${contact.id}, ${value}, ${dueAt})
+            on conflict (workflow_key, contact_id, trait_value) do update set due_at = excluded.due_at, done_at = null
+            -- re-armed only if it was voided before it came due (a fired entry stays done)
+            where scheduled_entries.done_at < scheduled_entries.due_at`;
         }
       }
     }
   }
 
-  async function processEvents(): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const handled = await sql.begin(async (tx: Tx) => {
-        const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${EVENT_FEED_LOCK}) as ok`;
-        if (!lock?.ok) return 0;
-        const events = await tx<DomainEventRow[]>`
-          select id, name, contact_id, account_id, properties, occurred_at from domain_events
-          where engine_processed_at is null order by id limit 100`;
-        if (events.length === 0) return 0;
-        const live = await activeWorkflows(tx);
+  const RELEASING = new Map<string, string[]>();
+  for (const [reason, names] of Object.entries(HOLD_RELEASES)) {
+    for (const name of names) RELEASING.set(name, [...(RELEASING.get(name) ?? []), reason]);
+  }
+
+  /**
+   * The contacts whose runs a batch of facts may touch, to lock up front (contact-locks.ts): the
+   * facts' contacts, the contacts of active account-level runs of their accounts, and, for facts
+   * that release holds, every member of the accounts involved.
+   */
+  async function contactsTouchedBy(tx: Tx, events: DomainEventRow[]): Promise<number[]> {
+    const contactIds = events.flatMap((e) => (e.contact_id === null ? [] : [e.contact_id]));
+    const accountIds = events.flatMap((e) => (e.account_id === null ? [] : [e.account_id]));
+    const releasing = events.filter((e) => e.contact_id !== null && RELEASING.has(e.name));
+    const rows = await tx<{ id: number }[]>`
+      select distinct id from (
+        select unnest(${contactIds}::bigint[]) as id
+        union
+        select contact_id from workflow_runs where status = 'active' and account_id = any(${accountIds}::bigint[])
+        union
+        select contact_id from account_members
+        where account_id = any(${releasing.flatMap((e) => (e.account_id === null ? [] : [e.account_id]))}::bigint[])
+           or account_id in (select account_id from account_members where contact_id = any(${releasing.map((e) => e.contact_id!)}::bigint[]))
+      ) as touched where id is not null`;
+    return rows.map((r) => Number(r.id));
+  }
+
+  /**
+   * A fact that ends a hold's cause (invoice.paid ends the dunning priority) re-checks the held
+   * sends of every member of the accounts involved at once, not at the hold's next timer. The
+   * fact's own contact and the account-level runs of its account were fed it already.
+   */
+  async function releaseHolds(tx: Tx, event: DomainEventRow): Promise<void> {
+    const reasons = RELEASING.get(event.name);
+    if (!reasons || event.contact_id === null) return;
+    const runs = await tx<RunRow[]>`
+      select id, workflow_key, version, contact_id, account_id, status, state, due_at
+      from workflow_runs
+      where status = 'active' and state->'wait'->>'kind' = 'hold' and state->'wait'->>'reason' = any(${reasons}::text[])
+        and contact_id <> ${event.contact_id}
+        and contact_id in (
+          select contact_id from account_members
+          where account_id = ${event.account_id}::bigint
+             or account_id in (select account_id from account_members where contact_id = ${event.contact_id}))
+      order by id for update`;
+    for (const run of runs) {
+      const def = await definitionOf(tx, run.workflow_key, run.version);
+      if (!def) continue;
+      if (def.audience === 'account_admins' && event.account_id !== null && Number(run.account_id) === Number(event.account_id)) continue;
+      await feed(tx, run, { type: 'event', event: toFact(event) });
+    }
+  }
+
+  /** Facts that share a contact or an account, in timeline order; unrelated groups are independent. */
+  function relatedGroups(events: DomainEventRow[]): DomainEventRow[][] {
+    const parent = new Map<string, string>();
+    const find = (k: string): string => {
+      let root = k;
+      while (parent.get(root) !== root) root = parent.get(root)!;
+      parent.set(k, root);
+      return root;
+    };
+    const add = (k: string) => {
+      if (!parent.has(k)) parent.set(k, k);
+    };
+    for (const e of events) {
+      const keys = [`c${e.contact_id}`, ...(e.account_id === null ? [] : [`a${e.account_id}`])];
+      keys.forEach(add);
+      for (const k of keys.slice(1)) parent.set(find(k), find(keys[0]!));
+    }
+    const groups = new Map<string, DomainEventRow[]>();
+    for (const e of events) {
+      const root = find(`c${e.contact_id}`);
+      const group = groups.get(root);
+      if (group) group.push(e);
+      else groups.set(root, [e]);
+    }
+    return [...groups.values()];
+  }
+
+  const isTransient = (err: unknown) => {
+    const code = String((err as { code?: string }).code ?? '');
+    return code.startsWith('40') || code.startsWith('08') || code === '57P01';
+  };
+
+  /**
+   * One batch of timeline facts in one transaction. `pipelined`: groups of unrelated facts
+   * (no shared contact or account) are fed concurrently, so postgres.js pipelines their queries
+   * (one round trip carries many); facts of one group go in order. If anything fails the whole
+   * transaction is gone, and the caller redoes the batch `one_by_one`: a savepoint per fact, a
+   * fact that can never be applied is logged and skipped rather than blocking every later one.
+   */
+  async function feedBatch(mode: 'pipelined' | 'one_by_one'): Promise<number> {
+    return sql.begin(async (tx: Tx) => {
+      const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${EVENT_FEED_LOCK}) as ok`;
+      if (!lock?.ok) return 0;
+      const events = await tx<DomainEventRow[]>`
+        select id, name, contact_id, account_id, properties, occurred_at from domain_events
+        where engine_processed_at is null order by id limit 100`;
+      if (events.length === 0) return 0;
+      const live = await activeWorkflows(tx);
+      await lockContacts(tx, await contactsTouchedBy(tx, events));
+      if (mode === 'pipelined') {
+        const outcomes = await Promise.allSettled(
+          relatedGroups(events).map(async (group) => {
+            for (const event of group) await handleEvent(tx, event, live);
+          }),
+        );
+        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+        if (failed) throw failed.reason;
+        for (const event of events) await releaseHolds(tx, event);
+      } else {
         for (const event of events) {
           try {
-            await tx.savepoint((sp) => handleEvent(sp as Tx, event, live));
+            await tx.savepoint(async (sp) => {
+              await handleEvent(sp as Tx, event, live);
+              await releaseHolds(sp as Tx, event);
+            });
           } catch (err) {
-            // Transient failures (deadlock, serialization, lost connection) roll the whole batch
-            // back, so the facts are fed again on the next pass. Anything else is a fact that can
-            // never be applied: log it loudly and move on rather than block every later fact.
-            const code = String((err as { code?: string }).code ?? '');
-            if (code.startsWith('40') || code.startsWith('08') || code === '57P01') throw err;
+            if (isTransient(err)) throw err;
             logger.error({ eventId: event.id, error: (err as Error).message }, 'workflow engine could not apply a fact');
           }
         }
-        await tx`update domain_events set engine_processed_at = ${clock.now()} where id = any(${events.map((e) => e.id)}::bigint[])`;
-        return events.length;
-      });
+      }
+      await tx`update domain_events set engine_processed_at = ${clock.now()} where id = any(${events.map((e) => e.id)}::bigint[])`;
+      return events.length;
+    });
+  }
+
+  async function processEvents(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      let handled: number;
+      try {
+        handled = await feedBatch('pipelined');
+      } catch (err) {
+        // Transient failures (deadlock, serialization, lost connection): the facts are fed again
+        // on the next pass.
+        if (isTransient(err)) throw err;
+        logger.warn({ error: (err as Error).message }, 'a fact failed in a pipelined batch: feeding the batch one fact at a time');
+        handled = await feedBatch('one_by_one');
+      }
       total += handled;
       if (handled === 0) return total;
     }
@@ -345,6 +490,9 @@ export function createEngine(deps: EngineDeps): Engine {
   async function advanceDueBatch(runIds: number[]): Promise<number> {
     try {
       return await sql.begin(async (tx: Tx) => {
+        // Contacts first (all at once, in order), then their run rows: see contact-locks.ts.
+        const owners = await tx<{ contact_id: number }[]>`select distinct contact_id from workflow_runs where id = any(${runIds}::bigint[])`;
+        await lockContacts(tx, owners.map((o) => o.contact_id));
         const runs = await tx<RunRow[]>`
           select id, workflow_key, version, contact_id, account_id, status, state, due_at
           from workflow_runs where id = any(${runIds}::bigint[]) order by id for update`;
@@ -390,17 +538,23 @@ export function createEngine(deps: EngineDeps): Engine {
         where done_at is null and due_at <= ${clock.now()}
         order by due_at limit 500 for update skip locked`;
       if (due.length === 0) return 0;
+      await lockContacts(tx, due.map((e) => e.contact_id));
       const live = new Map((await activeWorkflows(tx)).map((w) => [w.definition.key, w]));
       for (const entry of due) {
         const workflow = live.get(entry.workflow_key);
         const contact = await loadContact(tx, entry.contact_id);
         if (workflow && contact && workflow.definition.trigger.type === 'date_trait') {
-          const trigger: EventFact = {
-            name: `date:${workflow.definition.trigger.trait}`,
-            properties: { trait: workflow.definition.trigger.trait, value: entry.trait_value },
-            occurredAt: entry.due_at.toISOString(),
-          };
-          await tx.savepoint((sp) => enter(sp as Tx, workflow.definition, workflow.version, contact, null, trigger, null));
+          const current = scheduledEntryCurrent(workflow.definition, contact.traits, { traitValue: entry.trait_value, dueAt: entry.due_at });
+          if (!current.current) {
+            logger.debug({ workflow: entry.workflow_key, contactId: entry.contact_id, reason: current.explain }, 'scheduled entry is stale; not entered');
+          } else {
+            const trigger: EventFact = {
+              name: `date:${workflow.definition.trigger.trait}`,
+              properties: { trait: workflow.definition.trigger.trait, value: entry.trait_value },
+              occurredAt: entry.due_at.toISOString(),
+            };
+            await tx.savepoint((sp) => enter(sp as Tx, workflow.definition, workflow.version, contact, null, trigger, null));
+          }
         }
         await tx`update scheduled_entries set done_at = ${clock.now()}
                  where workflow_key = ${entry.workflow_key} and contact_id = ${entry.contact_id} and trait_value = ${entry.trait_value}`;

@@ -35,6 +35,15 @@ export const MAX_STEPS_PER_ADVANCE = 200;
 export const DEFAULT_GOAL_WINDOW = 'P30D';
 /** How long a lifecycle/marketing send waits while the account has an open recovery case. */
 export const DUNNING_PRIORITY_HOLD = 'PT1H';
+/**
+ * Facts that end a hold's cause. A held send is re-checked the moment one arrives (for every
+ * held run of the account, whoever the fact is about), not only when the hold's timer expires.
+ */
+export const HOLD_RELEASES: Record<HoldReason, readonly string[]> = {
+  dunning_priority: ['invoice.paid', 'invoice.voided', 'invoice.marked_uncollectible', 'subscription.canceled'],
+  quiet_hours: [],
+  frequency_cap: [],
+};
 /** The variant name recorded for a split's hold-out group. */
 export const HOLDOUT = 'holdout';
 
@@ -133,6 +142,27 @@ export function dateTriggerDueAt(definition: WorkflowDefinition, traits: Record<
   return date ? addDuration(date, trigger.offset) : null;
 }
 
+/**
+ * Whether a scheduled date-trait entry still stands when it comes due: the trait is re-read at
+ * fire time, so an entry made for a date the contact no longer has (the trial end moved, or was
+ * removed) does not fire; the entry for the new date does.
+ */
+export function scheduledEntryCurrent(
+  definition: WorkflowDefinition,
+  traits: Record<string, unknown>,
+  entry: { traitValue: string; dueAt: Date },
+): { current: boolean; explain: string } {
+  const trigger = definition.trigger;
+  if (trigger.type !== 'date_trait') return { current: false, explain: `trigger is ${trigger.type}, not a date trait` };
+  const value = traits[trigger.trait];
+  if (value === undefined || value === null) return { current: false, explain: `trait ${trigger.trait} was removed` };
+  const dueAt = dateTriggerDueAt(definition, traits);
+  if (String(value) !== entry.traitValue || !dueAt || dueAt.getTime() !== entry.dueAt.getTime()) {
+    return { current: false, explain: `trait ${trigger.trait} changed from ${entry.traitValue} to ${String(value)}` };
+  }
+  return { current: true, explain: `trait ${trigger.trait} is still ${entry.traitValue}` };
+}
+
 export interface ExistingRun {
   key: string;
   status: RunStatus;
@@ -171,6 +201,12 @@ export function entryDecision(
   context: Context,
   existingRuns: readonly ExistingRun[],
   now: Date,
+  /**
+   * Facts already on the contact's timeline whose names the goal or an exit listens to
+   * (entryGuardEventNames): delivery order is not event order, so the fact that ends a run can
+   * be recorded before the fact that would start it.
+   */
+  known: readonly EventFact[] = [],
 ): EntryDecision {
   const scope = buildScope(definition, context, { event: trigger, trigger, now });
   const key = entryKey(definition, trigger, scope);
@@ -187,6 +223,8 @@ export function entryDecision(
     const goal = evaluate(definition.goal.condition, scope);
     if (goal.value) return { enter: false, key, reason: `goal already met: ${goal.explain}` };
   }
+  const superseded = supersedingFact(definition, trigger, context, known);
+  if (superseded) return { enter: false, key, reason: superseded };
 
   const rule = definition.entry;
   switch (rule.mode) {
@@ -225,6 +263,45 @@ export function entryDecision(
       return { enter: true, key, reason: 'entry every time' };
     }
   }
+}
+
+/**
+ * Names of the facts that can supersede a trigger: the goal's event and the exits' events. The
+ * edge loads the contact's recorded facts of these names so entryDecision can see them.
+ */
+export function entryGuardEventNames(definition: WorkflowDefinition): string[] {
+  const names = new Set<string>();
+  const goal = goalMatcherOf(definition);
+  if (goal) names.add(goal.event);
+  for (const matcher of definition.exit ?? []) names.add(matcher.event);
+  return [...names];
+}
+
+/**
+ * Why a trigger must not start a run, when a fact that happened at or after it would already
+ * have converted or ended that run: e.g. `invoice.paid` (or voided, written off, subscription
+ * canceled) for the invoice a late-delivered `invoice.payment_failed` is about. The run would
+ * only email a customer who no longer owes anything. Facts before the trigger do not count (the
+ * interpreter ignores them for a running run too), so a new failure after an earlier payment of
+ * another invoice still enters.
+ */
+export function supersedingFact(definition: WorkflowDefinition, trigger: EventFact, context: Context, known: readonly EventFact[]): string | null {
+  const goal = goalMatcherOf(definition);
+  const triggerMs = Date.parse(trigger.occurredAt);
+  for (const fact of known) {
+    if (fact.id !== undefined && fact.id === trigger.id) continue;
+    if (Date.parse(fact.occurredAt) < triggerMs) continue;
+    const scope = buildScope(definition, context, { event: fact, trigger, now: new Date(fact.occurredAt) });
+    if (goal) {
+      const matched = matchEvent(goal, fact, scope);
+      if (matched.match) return `goal already reached: ${matched.explain} at ${fact.occurredAt}, not before the trigger at ${trigger.occurredAt}`;
+    }
+    for (const exit of definition.exit ?? []) {
+      const matched = matchEvent(exit, fact, scope);
+      if (matched.match) return `already exited: ${matched.explain} at ${fact.occurredAt}, not before the trigger at ${trigger.occurredAt}`;
+    }
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,6 +741,12 @@ export function advance(definition: WorkflowDefinition, state: RunState, fact: F
   const node = current.stepId !== null ? execution.compiled.steps.get(current.stepId) : undefined;
 
   if (event) {
+    if (wait.kind === 'hold' && HOLD_RELEASES[wait.reason].includes(event.name)) {
+      current.wait = null;
+      record(execution, 'woke', `hold (${wait.reason}) released by ${event.name}; re-checking the send`, { event: event.name });
+      runFrom(execution, current.stepId, null);
+      return result(execution);
+    }
     if (wait.kind !== 'event' || event.name !== wait.event) {
       record(execution, 'ignored', `${event.name}: nothing is waiting for it`);
       return result(execution);
@@ -735,6 +818,9 @@ export function runEventNames(definition: WorkflowDefinition): string[] | 'all' 
   for (const matcher of definition.exit ?? []) names.add(matcher.event);
   for (const node of compile(definition).steps.values()) {
     if (node.step.type === 'wait_for_event') names.add(node.step.event);
+  }
+  if (definition.category !== 'transactional') {
+    for (const released of Object.values(HOLD_RELEASES)) for (const name of released) names.add(name);
   }
   return [...names];
 }
