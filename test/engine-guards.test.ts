@@ -217,3 +217,124 @@ test('two runs of one contact advanced concurrently send one capped email, the o
     where r.workflow_key in ('tips-a', 'tips-b') and t.kind = 'send_held' and t.data->>'reason' = 'frequency_cap'`;
   assert.equal(held[0]!.n, 1);
 });
+
+// ---------------------------------------------------------------------------------------------
+// 5. Dead letters: a run that always fails is parked after a bounded number of attempts
+
+test('a due run that always fails is retried with backoff, parked after 5 failures, listed, and replayable', async (t) => {
+  const { listDeadRuns, replayDeadRuns } = await import('../src/workflows/engine-dead-letters.ts');
+  const { svc, clock } = await setup(t, { FREQUENCY_CAP: 'off' });
+  await publish(svc, {
+    key: 'poison',
+    name: 'poison',
+    category: 'lifecycle',
+    trigger: { type: 'event', event: 'Signed Up' },
+    entry: { mode: 'once' },
+    steps: [
+      { id: 'pause', type: 'wait', duration: 'PT1H' },
+      { id: 'tip', type: 'send_email', template: 'onboarding-day1', subject: 'hi' },
+    ],
+  }, T);
+  await post(svc, '/v1/identify', { userId: 'u5', traits: { email: 'u5@example.test' } });
+  await post(svc, '/v1/track', { userId: 'u5', event: 'Signed Up' });
+  await svc.drain();
+  const [run] = await svc.sql<{ id: number; state: Record<string, unknown> }[]>`select id, state from workflow_runs where workflow_key = 'poison'`;
+  // A state the interpreter cannot read (as a corrupted row or a bad migration would leave it).
+  const good = run!.state;
+  await svc.sql`update workflow_runs set state = jsonb_set(state, '{vars}', 'null') where id = ${run!.id}`;
+  let now = at(HOUR);
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    clock.set(now);
+    await assert.rejects(svc.engine.advanceDue(Number(run!.id)));
+    const [row] = await svc.sql<{ failures: number; due_at: Date | null; dead_at: Date | null; last_error: string | null }[]>`
+      select failures, due_at, dead_at, last_error from workflow_runs where id = ${run!.id}`;
+    assert.equal(row!.failures, attempt);
+    assert.ok(row!.last_error);
+    if (attempt < 5) {
+      assert.equal(row!.dead_at, null);
+      assert.ok(row!.due_at!.getTime() > now.getTime(), 'retried later, with backoff');
+      now = row!.due_at!;
+    } else {
+      assert.equal(row!.due_at, null, 'parked: no more timers');
+      assert.notEqual(row!.dead_at, null);
+    }
+  }
+  // The tick no longer hands it over.
+  clock.set(at(10 * DAY));
+  await svc.engine.tick();
+  const [parked] = await svc.sql<{ queued_at: Date | null }[]>`select queued_at from workflow_runs where id = ${run!.id}`;
+  assert.equal(parked!.queued_at, null, 'not handed over again');
+  const dead = await listDeadRuns(svc.sql);
+  assert.deepEqual(dead.map((d) => [Number(d.id), d.workflowKey, d.failures]), [[Number(run!.id), 'poison', 5]]);
+
+  // Fixed, then replayed: it advances and sends.
+  await svc.sql`update workflow_runs set state = ${JSON.stringify(good)}::text::jsonb where id = ${run!.id}`;
+  assert.equal(await replayDeadRuns(svc.sql, [Number(run!.id)], clock.now()), 1);
+  await svc.drain();
+  assert.deepEqual(await messages(svc, 'poison'), [['u5@example.test', 'onboarding-day1', at(10 * DAY).toISOString()]]);
+  assert.deepEqual(await listDeadRuns(svc.sql), []);
+});
+
+test('a fact the engine cannot apply is parked as a dead letter (the rest of its batch goes on) and can be replayed', async (t) => {
+  const { listDeadFacts, replayDeadFacts } = await import('../src/workflows/engine-dead-letters.ts');
+  const { svc } = await setup(t, { FREQUENCY_CAP: 'off' });
+  await publish(svc, {
+    key: 'waiter',
+    name: 'waiter',
+    category: 'lifecycle',
+    trigger: { type: 'event', event: 'Signed Up' },
+    entry: { mode: 'once' },
+    steps: [{ id: 'w', type: 'wait_for_event', event: 'Project Created', timeout: 'P2D', onEvent: [{ id: 'yay', type: 'send_email', template: 'onboarding-day1', subject: 'yay' }], onTimeout: [] }],
+  }, T);
+  for (const user of ['bad', 'good']) {
+    await post(svc, '/v1/identify', { userId: user, traits: { email: `${user}@example.test` } });
+    await post(svc, '/v1/track', { userId: user, event: 'Signed Up' });
+  }
+  await svc.drain();
+  const [bad] = await svc.sql<{ id: number; state: unknown }[]>`
+    select r.id, r.state from workflow_runs r join contacts c on c.id = r.contact_id where r.workflow_key = 'waiter' and c.user_id = 'bad'`;
+  await svc.sql`update workflow_runs set state = jsonb_set(state, '{vars}', 'null') where id = ${bad!.id}`;
+  for (const user of ['bad', 'good']) await post(svc, '/v1/track', { userId: user, event: 'Project Created' });
+  await svc.drain();
+  assert.deepEqual(await messages(svc, 'waiter'), [['good@example.test', 'onboarding-day1', T.toISOString()]], 'the other contact is not held up');
+  const dead = await listDeadFacts(svc.sql);
+  assert.deepEqual(dead.map((d) => d.name), ['Project Created']);
+  assert.ok(dead[0]!.error);
+
+  await svc.sql`update workflow_runs set state = ${JSON.stringify(bad!.state)}::text::jsonb where id = ${bad!.id}`;
+  assert.equal(await replayDeadFacts(svc.sql, dead.map((d) => Number(d.id))), 1);
+  await svc.drain();
+  assert.equal((await messages(svc, 'waiter')).length, 2);
+  assert.deepEqual(await listDeadFacts(svc.sql), []);
+});
+
+test('date trait with subject "account": scheduled from the group trait, follows it when it moves', async (t) => {
+  const { svc, clock } = await setup(t, { FREQUENCY_CAP: 'off' });
+  await publish(svc, {
+    key: 'renewal',
+    name: 'Renewal coming',
+    category: 'lifecycle',
+    trigger: { type: 'date_trait', trait: 'renewal_at', offset: '-P7D', subject: 'account' },
+    entry: { mode: 'once' },
+    steps: [{ id: 'remind', type: 'send_email', template: 'onboarding-day1', subject: 'Renewal in a week' }],
+  }, T);
+  await post(svc, '/v1/identify', { userId: 'owner', traits: { email: 'owner@acme.test' } });
+  await post(svc, '/v1/group', { userId: 'owner', groupId: 'acme', traits: { renewal_at: at(10 * DAY).toISOString() } });
+  await svc.drain();
+  // A contact trait of the same name does not schedule anything for an account-subject trigger.
+  await post(svc, '/v1/identify', { userId: 'owner', traits: { renewal_at: at(8 * DAY).toISOString() } });
+  await svc.drain();
+  clock.set(at(HOUR));
+  await post(svc, '/v1/group', { userId: 'owner', groupId: 'acme', traits: { renewal_at: at(30 * DAY).toISOString() } });
+  await svc.drain();
+  for (const day of [1, 3, 10]) {
+    clock.set(at(day * DAY));
+    await svc.engine.tick();
+    await svc.drain();
+  }
+  assert.deepEqual(await messages(svc, 'renewal'), [], 'neither the contact trait nor the stale account date fires');
+  clock.set(at(23 * DAY));
+  await svc.engine.tick();
+  await svc.drain();
+  assert.deepEqual(await messages(svc, 'renewal'), [['owner@acme.test', 'onboarding-day1', at(23 * DAY).toISOString()]]);
+});

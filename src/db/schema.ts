@@ -250,10 +250,14 @@ export const domainEvents = pgTable(
     recordedAt: tstz('recorded_at').notNull(),
     /** set once the workflow engine has fed this fact to triggers and waiting runs */
     engineProcessedAt: tstz('engine_processed_at'),
+    /** the engine could not apply this fact (dead letter; replay clears it) */
+    engineError: text('engine_error'),
+    engineDeadAt: tstz('engine_dead_at'),
   },
   (t) => [
     uniqueIndex('domain_events_dedupe_key').on(t.dedupeKey),
     index('domain_events_engine_pending_idx').on(t.id).where(sql`engine_processed_at is null`),
+    index('domain_events_engine_dead_idx').on(t.engineDeadAt).where(sql`engine_dead_at is not null`),
     index('domain_events_contact_idx').on(t.contactId, t.name, t.occurredAt),
     index('domain_events_account_idx').on(t.accountId, t.name, t.occurredAt),
     index('domain_events_customer_idx').on(t.stripeCustomerId, t.occurredAt),
@@ -306,6 +310,10 @@ export const workflowRuns = pgTable(
     dueAt: tstz('due_at'),
     /** when the tick last handed the due run to pg-boss (re-handed if it got lost) */
     queuedAt: tstz('queued_at'),
+    /** consecutive failed advances; parked (dead_at) after the engine's bound */
+    failures: integer('failures').notNull().default(0),
+    lastError: text('last_error'),
+    deadAt: tstz('dead_at'),
     triggerEventId: bigint('trigger_event_id', { mode: 'number' }),
     holdout: boolean('holdout').notNull().default(false),
     variant: text('variant'),
@@ -319,6 +327,7 @@ export const workflowRuns = pgTable(
     index('workflow_runs_due_idx').on(t.dueAt).where(sql`status = 'active' and due_at is not null`),
     index('workflow_runs_active_contact_idx').on(t.contactId).where(sql`status = 'active'`),
     index('workflow_runs_workflow_idx').on(t.workflowKey, t.startedAt),
+    index('workflow_runs_dead_idx').on(t.deadAt).where(sql`dead_at is not null`),
   ],
 );
 
@@ -432,6 +441,8 @@ export const scheduledEntries = pgTable(
     traitValue: text('trait_value').notNull(),
     dueAt: tstz('due_at').notNull(),
     doneAt: tstz('done_at'),
+    /** for account-subject date triggers: whose trait */
+    accountId: bigint('account_id', { mode: 'number' }),
   },
   (t) => [
     primaryKey({ columns: [t.workflowKey, t.contactId, t.traitValue] }),

@@ -40,6 +40,10 @@ const DUE_TICK_LIMIT = 1000;
 const MAX_IN_FLIGHT = 2000;
 /** With due work left behind, the next tick comes this soon (else after ENGINE_TICK_MS). */
 const BACKLOG_TICK_MS = 100;
+/** Failed advances of one run before it is parked as a dead letter, and the retry backoff. */
+const MAX_RUN_FAILURES = 5;
+const RUN_RETRY_BASE_MS = 60_000;
+const RUN_RETRY_MAX_MS = 60 * 60_000;
 /** A handed-over run not advanced after this long (its job was lost) is handed over again. */
 const REHAND_AFTER_MS = 5 * 60_000;
 
@@ -142,7 +146,8 @@ export function createEngine(deps: EngineDeps): Engine {
         state = ${JSON.stringify(state)}::text::jsonb, status = ${state.status}, due_at = ${dueAt}, queued_at = null,
         ended_at = ${state.endedAt ? new Date(state.endedAt) : null},
         converted_at = ${state.convertedAt ? new Date(state.convertedAt) : null},
-        holdout = ${state.holdout}, variant = ${variants.length ? variants[variants.length - 1]! : null}, updated_at = ${now}
+        holdout = ${state.holdout}, variant = ${variants.length ? variants[variants.length - 1]! : null}, updated_at = ${now},
+        failures = 0, last_error = null
       where id = ${run.id}`;
     if (result.trace.length > 0) {
       await tx`
@@ -301,9 +306,16 @@ export function createEngine(deps: EngineDeps): Engine {
         if (inside && !before?.inside) {
           await enter(tx, def, version, contact, event.account_id, { ...fact, name: `segment:${def.key}` }, event.id);
         }
-      } else if (trigger.type === 'date_trait' && fact.name === 'identify') {
-        const traitValue = contact.traits[trigger.trait];
-        const dueAt = dateTriggerDueAt(def, contact.traits);
+      } else if (trigger.type === 'date_trait' && fact.name === (trigger.subject === 'account' ? 'group' : 'identify')) {
+        // An account-subject date (e.g. the contract's renewal date, a group trait) is scheduled
+        // from the account's traits, for the member whose group call set it.
+        const accountId = trigger.subject === 'account' ? event.account_id : null;
+        if (trigger.subject === 'account' && accountId === null) continue;
+        const traits = accountId !== null
+          ? ((await tx<{ traits: Record<string, unknown> }[]>`select traits from accounts where id = ${accountId}`)[0]?.traits ?? {})
+          : contact.traits;
+        const traitValue = traits[trigger.trait];
+        const dueAt = dateTriggerDueAt(def, traits);
         const value = traitValue === undefined || traitValue === null ? null : String(traitValue);
         // The trait moved (or was removed): the entry made for the old date is void. The
         // scheduler re-reads the trait at fire time as well (scheduledEntryCurrent).
@@ -313,8 +325,8 @@ export function createEngine(deps: EngineDeps): Engine {
             and trait_value is distinct from ${dueAt ? value : null}`;
         if (dueAt && value !== null) {
           await tx`
-            insert into scheduled_entries (workflow_key, contact_id, trait_value, due_at)
-            values (${def.key}, ${contact.id}, ${value}, ${dueAt})
+            insert into scheduled_entries (workflow_key, contact_id, trait_value, due_at, account_id)
+            values (${def.key}, ${contact.id}, ${value}, ${dueAt}, ${accountId})
             on conflict (workflow_key, contact_id, trait_value) do update set due_at = excluded.due_at, done_at = null
             -- re-armed only if it was voided before it came due (a fired entry stays done)
             where scheduled_entries.done_at < scheduled_entries.due_at`;
@@ -443,7 +455,10 @@ export function createEngine(deps: EngineDeps): Engine {
             });
           } catch (err) {
             if (isTransient(err)) throw err;
-            logger.error({ eventId: event.id, error: (err as Error).message }, 'workflow engine could not apply a fact');
+            // Parked, not lost: listed as a dead letter (deadLetterFacts) and replayable.
+            const message = (err instanceof Error ? err.message : String(err)).slice(0, 500);
+            logger.error({ eventId: event.id, error: message }, 'workflow engine could not apply a fact; parked as a dead letter');
+            await tx`update domain_events set engine_error = ${message}, engine_dead_at = ${clock.now()} where id = ${event.id}`;
           }
         }
       }
@@ -517,7 +532,10 @@ export function createEngine(deps: EngineDeps): Engine {
         return advanced;
       });
     } catch (err) {
-      if (runIds.length === 1) throw err;
+      if (runIds.length === 1) {
+        if (!isTransient(err)) await recordRunFailure(runIds[0]!, err);
+        throw err;
+      }
       logger.warn({ runs: runIds.length, error: (err as Error).message }, 'a due run failed in a batch: advancing the batch one run at a time');
       let advanced = 0;
       for (const runId of runIds) {
@@ -531,10 +549,31 @@ export function createEngine(deps: EngineDeps): Engine {
     }
   }
 
+  /**
+   * A due run that failed to advance is retried with backoff (its timer moves later; the wait's
+   * own time is kept in its state) and, after MAX_RUN_FAILURES in a row, parked: no timer, listed
+   * as a dead letter (deadLetterRuns) until someone replays it. Without the bound, a run that
+   * always fails was handed over every five minutes forever.
+   */
+  async function recordRunFailure(runId: number, err: unknown): Promise<void> {
+    const message = (err instanceof Error ? err.message : String(err)).slice(0, 500);
+    const now = clock.now();
+    const [row] = await sql<{ failures: number; dead: boolean }[]>`
+      update workflow_runs set
+        failures = failures + 1, last_error = ${message}, queued_at = null,
+        due_at = case when failures + 1 >= ${MAX_RUN_FAILURES} then null
+                      else ${now}::timestamptz + least(${RUN_RETRY_BASE_MS}::bigint * (1::bigint << least(failures, 20)), ${RUN_RETRY_MAX_MS}::bigint) * interval '1 millisecond' end,
+        dead_at = case when failures + 1 >= ${MAX_RUN_FAILURES} then ${now}::timestamptz end
+      where id = ${runId} and status = 'active'
+      returning failures, dead_at is not null as dead`;
+    if (row?.dead) logger.error({ runId, failures: row.failures, error: message }, 'workflow run parked as a dead letter after repeated failures');
+    else logger.error({ runId, failures: row?.failures, error: message }, 'workflow engine could not advance a due run; will retry');
+  }
+
   async function enterScheduled(): Promise<number> {
     return sql.begin(async (tx: Tx) => {
-      const due = await tx<{ workflow_key: string; contact_id: number; trait_value: string; due_at: Date }[]>`
-        select workflow_key, contact_id, trait_value, due_at from scheduled_entries
+      const due = await tx<{ workflow_key: string; contact_id: number; trait_value: string; due_at: Date; account_id: number | null }[]>`
+        select workflow_key, contact_id, trait_value, due_at, account_id from scheduled_entries
         where done_at is null and due_at <= ${clock.now()}
         order by due_at limit 500 for update skip locked`;
       if (due.length === 0) return 0;
@@ -544,7 +583,11 @@ export function createEngine(deps: EngineDeps): Engine {
         const workflow = live.get(entry.workflow_key);
         const contact = await loadContact(tx, entry.contact_id);
         if (workflow && contact && workflow.definition.trigger.type === 'date_trait') {
-          const current = scheduledEntryCurrent(workflow.definition, contact.traits, { traitValue: entry.trait_value, dueAt: entry.due_at });
+          const accountId = workflow.definition.trigger.subject === 'account' ? entry.account_id : null;
+          const traits = accountId !== null
+            ? ((await tx<{ traits: Record<string, unknown> }[]>`select traits from accounts where id = ${accountId}`)[0]?.traits ?? {})
+            : contact.traits;
+          const current = scheduledEntryCurrent(workflow.definition, traits, { traitValue: entry.trait_value, dueAt: entry.due_at });
           if (!current.current) {
             logger.debug({ workflow: entry.workflow_key, contactId: entry.contact_id, reason: current.explain }, 'scheduled entry is stale; not entered');
           } else {
@@ -553,7 +596,7 @@ export function createEngine(deps: EngineDeps): Engine {
               properties: { trait: workflow.definition.trigger.trait, value: entry.trait_value },
               occurredAt: entry.due_at.toISOString(),
             };
-            await tx.savepoint((sp) => enter(sp as Tx, workflow.definition, workflow.version, contact, null, trigger, null));
+            await tx.savepoint((sp) => enter(sp as Tx, workflow.definition, workflow.version, contact, accountId, trigger, null));
           }
         }
         await tx`update scheduled_entries set done_at = ${clock.now()}
