@@ -1,7 +1,8 @@
 // The JSON Schema of a workflow definition (published in OpenAPI) and `validateDefinition`,
-// which checks structure and then semantics (unique step ids, parsable durations, known
-// segments, …), reporting every problem with a JSON-pointer path such as
-// "/steps/2/onEvent/0/duration".
+// which checks structure and semantics (unique step ids, parsable durations, known segments, …)
+// and reports every problem at once, each with a JSON-pointer path such as
+// "/steps/2/onEvent/0/duration". Publish-time contracts that need the template catalog are in
+// publish-contracts.ts.
 //
 // The schema pieces are built by factories that take the nested Step/Condition schema as a
 // parameter: the published schema passes recursive references (Type.Cyclic), while validation
@@ -11,9 +12,8 @@
 import { Type } from 'typebox';
 import type { TSchema } from 'typebox';
 import { Compile } from 'typebox/compile';
-import type { Condition, Step, WorkflowDefinition } from './types.ts';
-import { SCOPE_ROOTS, isComparison, isCountCondition } from './conditions.ts';
-import { walkSteps } from './compile.ts';
+import type { WorkflowDefinition } from './types.ts';
+import { SCOPE_ROOTS } from './conditions.ts';
 import { parseDuration } from './duration.ts';
 import { parseTimeOfDay } from './local-time.ts';
 
@@ -158,7 +158,11 @@ function triggerVariants(condition: TSchema) {
         type: Type.Literal('date_trait'),
         trait: nonEmpty('trait holding a date'),
         offset: Type.String({ minLength: 2, description: 'ISO-8601 duration after the date; "-P3D" = 3 days before' }),
-        subject: Type.Optional(Type.Enum(['contact', 'account'])),
+        subject: Type.Optional(
+          Type.Enum(['contact', 'account'], {
+            description: 'whose traits hold the date: the contact\'s (identify traits, the default) or its account\'s (group traits)',
+          }),
+        ),
       },
       closed,
     ),
@@ -413,39 +417,87 @@ function checkShape(input: unknown): DefinitionError[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Semantic validation (runs on a structurally valid definition)
+// Semantic validation. It runs even when the structure is wrong, so one answer lists every
+// problem: each check reads the input defensively and skips what the structural pass already
+// rejected (a missing field, a wrong type), and a semantic error at a path that already has a
+// structural error is dropped (one message per field).
+
+type Loose = Record<string, unknown>;
 
 const STEP_ID = /^[a-z0-9_-]+$/i;
 const DEFINITION_KEY = /^[a-z0-9][a-z0-9_-]*$/;
 
-/** Every condition in the definition with its pointer, nested ones included. */
-function forEachConditionAt(definition: WorkflowDefinition, visit: (condition: Condition, path: string) => void): void {
-  const walk = (condition: Condition | undefined, path: string): void => {
-    if (!condition) return;
-    visit(condition, path);
-    if ('all' in condition) condition.all.forEach((part, index) => walk(part, `${path}/all/${index}`));
-    else if ('any' in condition) condition.any.forEach((part, index) => walk(part, `${path}/any/${index}`));
-    else if ('not' in condition) walk(condition.not, `${path}/not`);
-    else if (isCountCondition(condition)) walk(condition.count.where, `${path}/count/where`);
-  };
-  const trigger = definition.trigger;
-  if (trigger.type === 'event') walk(trigger.where, '/trigger/where');
-  if (trigger.type === 'segment') walk(trigger.condition, '/trigger/condition');
-  walk(definition.entryCondition, '/entryCondition');
-  if (definition.goal) {
-    if ('condition' in definition.goal) walk(definition.goal.condition, '/goal/condition');
-    else walk(definition.goal.where, '/goal/where');
-  }
-  (definition.exit ?? []).forEach((matcher, index) => walk(matcher.where, `/exit/${index}/where`));
-  for (const [name, condition] of Object.entries(definition.segments ?? {})) walk(condition, `/segments/${escapePointer(name)}`);
-  walkSteps(definition.steps, (step, pointer) => {
-    if (step.type === 'branch') step.branches.forEach((branch, index) => walk(branch.when, `${pointer}/branches/${index}/when`));
-    if (step.type === 'wait_for_event') walk(step.where, `${pointer}/where`);
+const asString = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
+const asArray = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
+
+/**
+ * Visits every step object of a possibly malformed tree in execution (pre-order) order, with the
+ * same JSON pointers as compile.ts's walkSteps; non-objects and non-array blocks are skipped.
+ */
+export function walkLooseSteps(value: unknown, visit: (step: Loose, pointer: string) => void, pointer = '/steps'): void {
+  asArray(value).forEach((step, index) => {
+    if (!isRecord(step)) return;
+    const at = `${pointer}/${index}`;
+    visit(step, at);
+    switch (step['type']) {
+      case 'branch':
+        asArray(step['branches']).forEach((branch, branchIndex) => {
+          if (isRecord(branch)) walkLooseSteps(branch['steps'], visit, `${at}/branches/${branchIndex}/steps`);
+        });
+        walkLooseSteps(step['otherwise'], visit, `${at}/otherwise`);
+        break;
+      case 'wait_for_event':
+        walkLooseSteps(step['onEvent'], visit, `${at}/onEvent`);
+        walkLooseSteps(step['onTimeout'], visit, `${at}/onTimeout`);
+        break;
+      case 'split':
+        asArray(step['variants']).forEach((variant, variantIndex) => {
+          if (isRecord(variant)) walkLooseSteps(variant['steps'], visit, `${at}/variants/${variantIndex}/steps`);
+        });
+        break;
+      default:
+        break;
+    }
   });
 }
 
-function checkDuration(value: string | undefined, path: string, errors: DefinitionError[], allowNegative = false): void {
-  if (value === undefined) return;
+/** Every condition object in the definition with its pointer, nested ones included. */
+function forEachConditionAt(definition: Loose, visit: (condition: Loose, path: string) => void): void {
+  const walk = (condition: unknown, path: string): void => {
+    if (!isRecord(condition)) return;
+    visit(condition, path);
+    if (Array.isArray(condition['all'])) condition['all'].forEach((part, index) => walk(part, `${path}/all/${index}`));
+    else if (Array.isArray(condition['any'])) condition['any'].forEach((part, index) => walk(part, `${path}/any/${index}`));
+    else if ('not' in condition) walk(condition['not'], `${path}/not`);
+    else if (isRecord(condition['count'])) walk(condition['count']['where'], `${path}/count/where`);
+  };
+  const trigger = isRecord(definition['trigger']) ? definition['trigger'] : {};
+  if (trigger['type'] === 'event') walk(trigger['where'], '/trigger/where');
+  if (trigger['type'] === 'segment') walk(trigger['condition'], '/trigger/condition');
+  walk(definition['entryCondition'], '/entryCondition');
+  const goal = definition['goal'];
+  if (isRecord(goal)) {
+    if ('condition' in goal) walk(goal['condition'], '/goal/condition');
+    else walk(goal['where'], '/goal/where');
+  }
+  asArray(definition['exit']).forEach((matcher, index) => {
+    if (isRecord(matcher)) walk(matcher['where'], `/exit/${index}/where`);
+  });
+  if (isRecord(definition['segments'])) {
+    for (const [name, condition] of Object.entries(definition['segments'])) walk(condition, `/segments/${escapePointer(name)}`);
+  }
+  walkLooseSteps(definition['steps'], (step, pointer) => {
+    if (step['type'] === 'branch') {
+      asArray(step['branches']).forEach((branch, index) => {
+        if (isRecord(branch)) walk(branch['when'], `${pointer}/branches/${index}/when`);
+      });
+    }
+    if (step['type'] === 'wait_for_event') walk(step['where'], `${pointer}/where`);
+  });
+}
+
+function checkDuration(value: unknown, path: string, errors: DefinitionError[], allowNegative = false): void {
+  if (typeof value !== 'string') return; // missing or not a string: the structural pass says so
   try {
     const duration = parseDuration(value);
     if (duration.negative && !allowNegative) errors.push({ path, message: `duration ${JSON.stringify(value)} must not be negative` });
@@ -463,13 +515,14 @@ function checkPath(path: string, pointer: string, waitForEventIds: ReadonlySet<s
   }
 }
 
-function segmentCycle(segments: Record<string, Condition>): string[] | null {
-  const references = (condition: Condition): string[] => {
-    if ('segment' in condition) return [condition.segment];
-    if ('all' in condition) return condition.all.flatMap(references);
-    if ('any' in condition) return condition.any.flatMap(references);
-    if ('not' in condition) return references(condition.not);
-    if (isCountCondition(condition) && condition.count.where) return references(condition.count.where);
+function segmentCycle(segments: Loose): string[] | null {
+  const references = (condition: unknown): string[] => {
+    if (!isRecord(condition)) return [];
+    if (typeof condition['segment'] === 'string') return [condition['segment']];
+    if (Array.isArray(condition['all'])) return condition['all'].flatMap(references);
+    if (Array.isArray(condition['any'])) return condition['any'].flatMap(references);
+    if ('not' in condition) return references(condition['not']);
+    if (isRecord(condition['count'])) return references(condition['count']['where']);
     return [];
   };
   const visiting: string[] = [];
@@ -478,10 +531,9 @@ function segmentCycle(segments: Record<string, Condition>): string[] | null {
     if (done.has(name)) return null;
     const at = visiting.indexOf(name);
     if (at >= 0) return [...visiting.slice(at), name];
-    const condition = segments[name];
-    if (!condition) return null;
+    if (!Object.hasOwn(segments, name)) return null;
     visiting.push(name);
-    for (const reference of references(condition)) {
+    for (const reference of references(segments[name])) {
       const cycle = visit(reference);
       if (cycle) return cycle;
     }
@@ -496,9 +548,10 @@ function segmentCycle(segments: Record<string, Condition>): string[] | null {
   return null;
 }
 
-function checkSemantics(definition: WorkflowDefinition): DefinitionError[] {
+function checkSemantics(definition: Loose): DefinitionError[] {
   const errors: DefinitionError[] = [];
-  if (!DEFINITION_KEY.test(definition.key)) {
+  const key = asString(definition['key']);
+  if (key !== undefined && !DEFINITION_KEY.test(key)) {
     errors.push({ path: '/key', message: 'must be lowercase letters, digits, "_" or "-", starting with a letter or digit' });
   }
 
@@ -506,44 +559,57 @@ function checkSemantics(definition: WorkflowDefinition): DefinitionError[] {
   const firstSeen = new Map<string, string>();
   const waitForEventIds = new Set<string>();
   const variantKeys = new Set<string>();
-  const sends: { step: Extract<Step, { type: 'send_email' }>; pointer: string }[] = [];
+  const sends: { step: Loose; pointer: string }[] = [];
   let hasHoldout = false;
-  walkSteps(definition.steps, (step, pointer) => {
-    if (!STEP_ID.test(step.id)) errors.push({ path: `${pointer}/id`, message: 'must match /^[a-z0-9_-]+$/i' });
-    const previous = firstSeen.get(step.id);
-    if (previous !== undefined) {
-      errors.push({ path: `${pointer}/id`, message: `duplicate step id ${JSON.stringify(step.id)} (first at ${previous})` });
-    } else {
-      firstSeen.set(step.id, `${pointer}/id`);
+  walkLooseSteps(definition['steps'], (step, pointer) => {
+    const id = asString(step['id']);
+    if (id !== undefined) {
+      if (!STEP_ID.test(id)) errors.push({ path: `${pointer}/id`, message: 'must match /^[a-z0-9_-]+$/i' });
+      const previous = firstSeen.get(id);
+      if (previous !== undefined) {
+        errors.push({ path: `${pointer}/id`, message: `duplicate step id ${JSON.stringify(id)} (first at ${previous})` });
+      } else {
+        firstSeen.set(id, `${pointer}/id`);
+      }
     }
-    switch (step.type) {
+    switch (step['type']) {
       case 'wait':
-        checkDuration(step.duration, `${pointer}/duration`, errors);
+        checkDuration(step['duration'], `${pointer}/duration`, errors);
         break;
       case 'wait_for_event':
-        waitForEventIds.add(step.id);
-        checkDuration(step.timeout, `${pointer}/timeout`, errors);
+        if (id !== undefined) waitForEventIds.add(id);
+        checkDuration(step['timeout'], `${pointer}/timeout`, errors);
         break;
-      case 'wait_until':
+      case 'wait_until': {
+        const window = isRecord(step['window']) ? step['window'] : {};
         for (const edge of ['start', 'end'] as const) {
-          if (parseTimeOfDay(step.window[edge]) === null) {
+          const value = asString(window[edge]);
+          if (value !== undefined && parseTimeOfDay(value) === null) {
             errors.push({ path: `${pointer}/window/${edge}`, message: 'must be a 24h time "HH:MM"' });
           }
         }
-        if (step.window.start === step.window.end) errors.push({ path: `${pointer}/window`, message: 'start and end must differ' });
+        if (typeof window['start'] === 'string' && window['start'] === window['end']) {
+          errors.push({ path: `${pointer}/window`, message: 'start and end must differ' });
+        }
         break;
+      }
       case 'split': {
         const keys = new Set<string>();
-        step.variants.forEach((variant, index) => {
-          if (!(variant.weight > 0)) errors.push({ path: `${pointer}/variants/${index}/weight`, message: 'must be greater than 0' });
-          if (variant.key === 'holdout') errors.push({ path: `${pointer}/variants/${index}/key`, message: '"holdout" is reserved for the hold-out group' });
-          if (keys.has(variant.key)) errors.push({ path: `${pointer}/variants/${index}/key`, message: `duplicate variant key ${JSON.stringify(variant.key)}` });
-          keys.add(variant.key);
-          variantKeys.add(variant.key);
+        asArray(step['variants']).forEach((variant, index) => {
+          if (!isRecord(variant)) return;
+          const weight = variant['weight'];
+          if (typeof weight === 'number' && !(weight > 0)) errors.push({ path: `${pointer}/variants/${index}/weight`, message: 'must be greater than 0' });
+          const variantKey = asString(variant['key']);
+          if (variantKey === undefined) return;
+          if (variantKey === 'holdout') errors.push({ path: `${pointer}/variants/${index}/key`, message: '"holdout" is reserved for the hold-out group' });
+          if (keys.has(variantKey)) errors.push({ path: `${pointer}/variants/${index}/key`, message: `duplicate variant key ${JSON.stringify(variantKey)}` });
+          keys.add(variantKey);
+          variantKeys.add(variantKey);
         });
-        if (step.holdout) {
+        if (isRecord(step['holdout'])) {
           hasHoldout = true;
-          if (!(step.holdout.weight > 0)) errors.push({ path: `${pointer}/holdout/weight`, message: 'must be greater than 0' });
+          const weight = step['holdout']['weight'];
+          if (typeof weight === 'number' && !(weight > 0)) errors.push({ path: `${pointer}/holdout/weight`, message: 'must be greater than 0' });
         }
         break;
       }
@@ -551,9 +617,11 @@ function checkSemantics(definition: WorkflowDefinition): DefinitionError[] {
         sends.push({ step, pointer });
         break;
       case 'webhook': {
+        const url = asString(step['url']);
+        if (url === undefined) break;
         let valid = false;
         try {
-          const protocol = new URL(step.url).protocol;
+          const protocol = new URL(url).protocol;
           valid = protocol === 'https:' || protocol === 'http:';
         } catch {
           valid = false;
@@ -566,40 +634,48 @@ function checkSemantics(definition: WorkflowDefinition): DefinitionError[] {
     }
   });
   for (const { step, pointer } of sends) {
-    for (const variant of Object.keys(step.subjects ?? {})) {
+    const subjects = isRecord(step['subjects']) ? step['subjects'] : {};
+    for (const variant of Object.keys(subjects)) {
       if (!variantKeys.has(variant)) {
         errors.push({ path: `${pointer}/subjects/${escapePointer(variant)}`, message: `no split has a variant ${JSON.stringify(variant)}` });
       }
     }
   }
-  if (hasHoldout && !definition.goal) {
+  if (hasHoldout && definition['goal'] === undefined) {
     errors.push({ path: '/goal', message: 'is required when a split has a hold-out group (the goal measures lift)' });
   }
 
   // Durations outside steps.
-  checkDuration(definition.goalWindow, '/goalWindow', errors);
-  if (definition.entry.mode === 'every_time') checkDuration(definition.entry.cooldown, '/entry/cooldown', errors);
-  if (definition.trigger.type === 'date_trait') checkDuration(definition.trigger.offset, '/trigger/offset', errors, true);
-  if (definition.entry.mode === 'once_per_key') checkPath(definition.entry.key, '/entry/key', waitForEventIds, errors);
+  checkDuration(definition['goalWindow'], '/goalWindow', errors);
+  const entry = isRecord(definition['entry']) ? definition['entry'] : {};
+  if (entry['mode'] === 'every_time') checkDuration(entry['cooldown'], '/entry/cooldown', errors);
+  const trigger = isRecord(definition['trigger']) ? definition['trigger'] : {};
+  if (trigger['type'] === 'date_trait') checkDuration(trigger['offset'], '/trigger/offset', errors, true);
+  if (entry['mode'] === 'once_per_key' && typeof entry['key'] === 'string') checkPath(entry['key'], '/entry/key', waitForEventIds, errors);
 
   // Conditions: paths, operands, segments, count windows.
-  const segments = definition.segments ?? {};
+  const segments = isRecord(definition['segments']) ? definition['segments'] : {};
   forEachConditionAt(definition, (condition, pointer) => {
-    if ('segment' in condition && !Object.hasOwn(segments, condition.segment)) {
-      errors.push({ path: `${pointer}/segment`, message: `unknown segment ${JSON.stringify(condition.segment)}` });
+    const kind = conditionKind(condition);
+    if (kind === 'segment' && typeof condition['segment'] === 'string' && !Object.hasOwn(segments, condition['segment'])) {
+      errors.push({ path: `${pointer}/segment`, message: `unknown segment ${JSON.stringify(condition['segment'])}` });
     }
-    if (isCountCondition(condition)) checkDuration(condition.count.within, `${pointer}/count/within`, errors);
-    if (isComparison(condition)) {
-      checkPath(condition.path, `${pointer}/path`, waitForEventIds, errors);
-      if (condition.ref !== undefined) checkPath(condition.ref, `${pointer}/ref`, waitForEventIds, errors);
-      const unary = condition.op === 'exists' || condition.op === 'not_exists';
-      const hasValue = condition.value !== undefined;
-      const hasRef = condition.ref !== undefined;
+    if (kind === 'count' && isRecord(condition['count'])) checkDuration(condition['count']['within'], `${pointer}/count/within`, errors);
+    if (kind === 'comparison') {
+      const path = asString(condition['path']);
+      const ref = asString(condition['ref']);
+      const op = condition['op'];
+      if (path !== undefined) checkPath(path, `${pointer}/path`, waitForEventIds, errors);
+      if (ref !== undefined) checkPath(ref, `${pointer}/ref`, waitForEventIds, errors);
+      if (typeof op !== 'string' || !(OPERATORS as readonly string[]).includes(op)) return; // the structural pass names the operator
+      const unary = op === 'exists' || op === 'not_exists';
+      const hasValue = condition['value'] !== undefined;
+      const hasRef = condition['ref'] !== undefined;
       if (!unary && hasValue === hasRef) {
-        errors.push({ path: pointer, message: `op ${condition.op} needs exactly one of value or ref` });
+        errors.push({ path: pointer, message: `op ${op} needs exactly one of value or ref` });
       }
-      if ((condition.op === 'in' || condition.op === 'nin') && hasValue && !Array.isArray(condition.value)) {
-        errors.push({ path: `${pointer}/value`, message: `must be an array for op ${condition.op}` });
+      if ((op === 'in' || op === 'nin') && hasValue && !Array.isArray(condition['value'])) {
+        errors.push({ path: `${pointer}/value`, message: `must be an array for op ${op}` });
       }
     }
   });
@@ -608,16 +684,29 @@ function checkSemantics(definition: WorkflowDefinition): DefinitionError[] {
   return errors;
 }
 
-/** Validates an untrusted definition: structure first, then semantics. */
-export function validateDefinition(input: unknown): DefinitionValidation {
+/**
+ * Structural and semantic errors of an untrusted definition, structural first, with at most one
+ * message per path (a field that is structurally wrong is not judged again).
+ */
+export function definitionErrors(input: unknown): DefinitionError[] {
   const shapeErrors = checkShape(input);
-  if (shapeErrors.length > 0) return { ok: false, errors: shapeErrors };
-  const definition = input as WorkflowDefinition;
-  const semanticErrors = checkSemantics(definition);
-  if (semanticErrors.length > 0) return { ok: false, errors: semanticErrors };
+  if (!isRecord(input)) return shapeErrors;
+  return mergeErrors(shapeErrors, checkSemantics(input));
+}
+
+/** `first` plus the errors of `then` at paths `first` does not already name. */
+export function mergeErrors(first: DefinitionError[], then: DefinitionError[]): DefinitionError[] {
+  const taken = new Set(first.map((error) => error.path));
+  return dedupe([...first, ...then.filter((error) => !taken.has(error.path))]);
+}
+
+/** Validates an untrusted definition: structure and semantics, every problem reported. */
+export function validateDefinition(input: unknown): DefinitionValidation {
+  const errors = definitionErrors(input);
+  if (errors.length > 0) return { ok: false, errors };
   // The walk above and the published schema are built from the same pieces; this guards drift.
   if (!fullValidator.Check(input)) {
     return { ok: false, errors: schemaErrors(fullValidator, input, '') };
   }
-  return { ok: true, definition };
+  return { ok: true, definition: input as WorkflowDefinition };
 }

@@ -232,3 +232,55 @@ test('the published schema is plain JSON Schema with recursive $defs', () => {
   assert.match(JSON.stringify(defs['Step']), /"\$ref":"Step"/, 'steps nest steps');
   assert.match(JSON.stringify(defs['Step']), /"\$ref":"Condition"/, 'steps reference conditions');
 });
+
+test('every problem at once: structural and semantic errors are reported together', () => {
+  const input = valid();
+  input['goalWindow'] = 'P5'; // semantic: does not parse
+  input['entryCondition'] = { segment: 'missing' }; // semantic: unknown segment
+  input['steps'] = [
+    { id: 'w', type: 'wait', duration: 'P3X' }, // semantic
+    { id: 'm', type: 'send_email', template: 't' }, // structural: no subject
+    { id: 'w', type: 'exit' }, // semantic: duplicate id
+    { id: 'u', type: 'wait_until', window: { start: '09:00' } }, // structural: no end
+  ];
+  const errors = errorsOf(input);
+  assertError(errors, '/steps/1/subject', /is required/);
+  assertError(errors, '/steps/3/window/end', /is required/);
+  assertError(errors, '/goalWindow', /invalid ISO-8601 duration "P5"/);
+  assertError(errors, '/entryCondition/segment', /unknown segment "missing"/);
+  assertError(errors, '/steps/0/duration', /invalid ISO-8601 duration "P3X"/);
+  assertError(errors, '/steps/2/id', /duplicate step id "w"/);
+  assert.equal(errors.length, 6, JSON.stringify(errors));
+});
+
+test('a field with a structural error is not reported twice by the semantic checks', () => {
+  const input: Record<string, unknown> = { ...valid(), key: 'Bad Key' };
+  input['steps'] = [{ id: 'has space', type: 'wait', duration: 'P1D' }];
+  const errors = errorsOf(input);
+  assert.deepEqual(errors.map((error) => error.path).sort(), ['/key', '/steps/0/id']);
+});
+
+test('semantic checks survive malformed nodes anywhere in the tree', () => {
+  const input = valid();
+  input['segments'] = { a: 'not a condition', b: { any: 'nope' } };
+  input['goal'] = { condition: { all: [null, { path: 3, op: 'eq', value: 1 }] } };
+  input['exit'] = ['x', { event: 'E', where: { not: 5 } }];
+  input['steps'] = [
+    null,
+    { id: 'b', type: 'branch', branches: [null, { when: 'x', steps: 'y' }], otherwise: {} },
+    { id: 's', type: 'split', variants: [{ key: 1, weight: 'x' }] },
+    { id: 'f', type: 'wait_for_event', event: 'X', timeout: 'P1D', onEvent: [{ id: 'w', type: 'wait', duration: 'P1' }], onTimeout: null },
+  ];
+  const errors = errorsOf(input);
+  assertError(errors, '/steps/0', /must be a step object/);
+  assertError(errors, '/steps/3/onEvent/0/duration', /invalid ISO-8601 duration "P1"/);
+});
+
+test('date_trait subject: "contact" or "account" (default contact); anything else is an error', () => {
+  for (const subject of ['contact', 'account', undefined]) {
+    const input = { ...valid(), trigger: { type: 'date_trait', trait: 'renews_at', offset: '-P30D', ...(subject ? { subject } : {}) } };
+    assert.equal(validateDefinition(input).ok, true, String(subject));
+  }
+  const bad = { ...valid(), trigger: { type: 'date_trait', trait: 'renews_at', offset: 'P1D', subject: 'workspace' } };
+  assertError(errorsOf(bad), '/trigger/subject', /must be one of "contact", "account"/);
+});
