@@ -5,7 +5,7 @@ import type { AppDeps } from '../app.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { validateDefinition, WorkflowDefinitionSchema } from './definition-schema.ts';
-import { simulate } from './interpreter.ts';
+import { NO_POLICY, simulate } from './simulate.ts';
 import type { Context, EventFact } from './types.ts';
 import { getWorkflow, listWorkflows, putWorkflow, setPaused } from './workflow-store.ts';
 

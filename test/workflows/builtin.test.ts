@@ -4,8 +4,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import type { EventFact, WorkflowDefinition } from '../../src/workflows/types.ts';
 import { validateDefinition } from '../../src/workflows/definition-schema.ts';
 import { templateKeys } from '../../src/workflows/compile.ts';
-import { HOLDOUT, assignVariant, simulate } from '../../src/workflows/interpreter.ts';
-import type { SimulationInput } from '../../src/workflows/interpreter.ts';
+import { HOLDOUT, assignVariant } from '../../src/workflows/interpreter.ts';
+import { simulate } from '../../src/workflows/simulate.ts';
+import type { SimulationInput } from '../../src/workflows/simulate.ts';
 import {
   activation,
   billingRecovery,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { simulate } from '../../src/workflows/interpreter.ts';
+import { simulate } from '../../src/workflows/simulate.ts';
 import { makeDefinition, makeEvent, plus, send, T0 } from './support.ts';
 
 const contact = { id: 'c_1', email: 'ada@example.com', traits: {} };
@@ -120,4 +120,100 @@ test('entry rules apply: a trigger refused by the entry condition falls through 
   const refused = simulate(definition, { contact, timeline: [makeEvent('Signed Up', { source: 'import' }, T0)] });
   assert.equal(refused.entered, false);
   assert.match(refused.reason, /^entry condition not met/);
+});
+
+// --- date_trait triggers ---------------------------------------------------------------------
+
+const renewal = (subject?: 'contact' | 'account') =>
+  makeDefinition([send('renewal_notice')], {
+    trigger: { type: 'date_trait', trait: 'renews_at', offset: '-P7D', ...(subject ? { subject } : {}) },
+  });
+const RENEWS = '2026-04-01T09:00:00.000Z';
+
+test('date_trait, account subject: the trait is read from the account (group traits), not the contact', () => {
+  // A group call in the timeline sets the account's trait; no account in the profile needed.
+  const fromGroup = simulate(renewal('account'), {
+    contact: { ...contact, traits: { renews_at: '2026-12-01T00:00:00Z' } },
+    timeline: [makeEvent('group', { groupId: 'acme', traits: { renews_at: RENEWS } }, T0)],
+  });
+  assert.equal(fromGroup.entered, true, fromGroup.reason);
+  assert.deepEqual(fromGroup.sends.map((sent) => [sent.template, sent.at]), [['renewal_notice', plus(RENEWS, '-P7D')]]);
+  assert.deepEqual(fromGroup.trace[0]?.detail, `entered on "date:renews_at" at ${plus(RENEWS, '-P7D')}`);
+  assert.deepEqual(fromGroup.final?.vars.trigger.properties, { trait: 'renews_at', value: RENEWS });
+
+  // The profile's account traits count as known from the start.
+  const fromProfile = simulate(renewal('account'), { contact, account: { id: 'acme', traits: { renews_at: RENEWS } }, timeline: [] });
+  assert.deepEqual(fromProfile.sends.map((sent) => sent.at), [plus(RENEWS, '-P7D')]);
+
+  // A contact trait of the same name does not fire an account-subject trigger …
+  const contactOnly = simulate(renewal('account'), { contact: { ...contact, traits: { renews_at: RENEWS } }, timeline: [] });
+  assert.equal(contactOnly.entered, false);
+  assert.match(contactOnly.reason, /account trait renews_at is not a date/);
+  // … and the default subject is the contact.
+  const contactSubject = simulate(renewal(), { contact: { ...contact, traits: { renews_at: RENEWS } }, account: { id: 'acme', traits: { renews_at: '2026-12-01T00:00:00Z' } }, timeline: [] });
+  assert.deepEqual(contactSubject.sends.map((sent) => sent.at), [plus(RENEWS, '-P7D')]);
+});
+
+test('date_trait: a date learned after it was due enters when it becomes known (as the engine\'s next tick would)', () => {
+  const learned = plus(RENEWS, '-P2D'); // five days after the run was due
+  const result = simulate(renewal('account'), {
+    contact,
+    timeline: [makeEvent('group', { groupId: 'acme', traits: { renews_at: RENEWS } }, learned)],
+  });
+  assert.equal(result.entered, true);
+  assert.equal(result.final?.startedAt, learned);
+  assert.equal(result.final?.vars.trigger.occurredAt, plus(RENEWS, '-P7D'));
+  assert.deepEqual(result.sends.map((sent) => sent.at), [learned]);
+});
+
+test('date_trait: a moved date voids the entry made for the old one (the trait is re-read when due)', () => {
+  const later = '2026-05-01T09:00:00.000Z';
+  // Brought forward: the profile's May date is void once a group call sets April.
+  const earlier = simulate(renewal('account'), {
+    contact,
+    account: { id: 'acme', traits: { renews_at: later } },
+    timeline: [makeEvent('group', { traits: { renews_at: RENEWS } }, T0)],
+  });
+  assert.deepEqual(earlier.sends.map((sent) => sent.at), [plus(RENEWS, '-P7D')]);
+  assert.equal(earlier.final?.vars.trigger.properties['value'], RENEWS);
+  // Pushed back before the first date came due: only the new date fires.
+  const postponed = simulate(renewal('account'), {
+    contact,
+    account: { id: 'acme', traits: { renews_at: RENEWS } },
+    timeline: [makeEvent('group', { traits: { renews_at: later } }, plus(RENEWS, '-P10D'))],
+  });
+  assert.deepEqual(postponed.sends.map((sent) => sent.at), [plus(later, '-P7D')]);
+  // Removed: nothing fires, and the reason says why.
+  const removed = simulate(renewal('account'), {
+    contact,
+    account: { id: 'acme', traits: { renews_at: RENEWS } },
+    timeline: [makeEvent('group', { traits: { renews_at: null } }, T0)],
+  });
+  assert.equal(removed.entered, false);
+  assert.match(removed.reason, /stale: trait renews_at was removed/);
+});
+
+test('quiet hours use the contact\'s time zone, else the account\'s (as the engine does)', () => {
+  const definition = makeDefinition([send('tip')]);
+  const late = '2026-03-02T21:30:00.000Z';
+  const policy = { quietHours: { start: '21:00', end: '08:00' } };
+  const paris = simulate(definition, { contact, account: { id: 'acme', traits: { timezone: 'Europe/Paris' } }, timeline: [makeEvent('Signed Up', {}, late)], policy });
+  assert.deepEqual(paris.sends.map((sent) => sent.at), ['2026-03-03T07:00:00.000Z']);
+  const newYork = simulate(definition, {
+    contact: { ...contact, traits: { timezone: 'America/New_York' } },
+    account: { id: 'acme', traits: { timezone: 'Europe/Paris' } },
+    timeline: [makeEvent('Signed Up', {}, late)],
+    policy,
+  });
+  assert.deepEqual(newYork.sends.map((sent) => sent.at), [late], '16:30 in New York');
+});
+
+test('segment triggers enter on a "segment:<key>" fact, like the engine', () => {
+  const definition = makeDefinition([send('nudge')], {
+    trigger: { type: 'segment', condition: { path: 'account.traits.usage_pct', op: 'gte', value: 90 } },
+    entry: { mode: 'every_time' },
+  });
+  const result = simulate(definition, { contact, timeline: [makeEvent('group', { groupId: 'acme', traits: { usage_pct: 95 } }, T0)] });
+  assert.equal(result.entered, true, result.reason);
+  assert.equal(result.final?.vars.trigger.name, 'segment:test-flow');
 });
