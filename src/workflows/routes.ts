@@ -1,12 +1,20 @@
 // Admin API for workflows: list, read, create/change (a new version each time), pause/resume,
 // and simulate a definition against a profile and a timeline without sending or storing.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+//
+// A definition is published (PUT) or simulated inline only if it passes validateForPublish: the
+// schema, the semantic checks and the publish-time contracts (templates exist in the catalog
+// loaded at start-up and fit the category; billing recovery once per invoice). Every problem
+// comes back in one 400 (see invalidDefinition).
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppDeps } from '../app.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
-import { validateDefinition, WorkflowDefinitionSchema } from './definition-schema.ts';
-import { NO_POLICY, simulate } from './simulate.ts';
-import type { Context, EventFact } from './types.ts';
+import { mergeErrors, WorkflowDefinitionSchema } from './definition-schema.ts';
+import type { DefinitionError } from './definition-schema.ts';
+import { validateForPublish } from './publish-contracts.ts';
+import type { TemplateLookup } from './publish-contracts.ts';
+import { resolveSimulationPolicy, simulate } from './simulate.ts';
+import type { EventFact, WorkflowDefinition } from './types.ts';
 import { getWorkflow, listWorkflows, putWorkflow, setPaused } from './workflow-store.ts';
 
 type Json = Record<string, unknown>;
@@ -38,6 +46,51 @@ export function definitionOpenApiComponents(): Record<string, Json> {
   return components;
 }
 
+/** The 400 for a definition that cannot be published: every problem, each with its JSON pointer. */
+export const InvalidDefinitionSchema = {
+  type: 'object',
+  description:
+    'error = "invalid_definition"; errors lists every problem (structural, semantic, publish-time contracts), each with a JSON pointer into the definition; details is the same list (earlier clients read it).',
+  properties: {
+    error: { type: 'string' },
+    message: { type: 'string' },
+    errors: {
+      type: 'array',
+      items: { type: 'object', properties: { path: { type: 'string' }, message: { type: 'string' } }, required: ['path', 'message'] },
+    },
+    details: {
+      type: 'array',
+      items: { type: 'object', properties: { path: { type: 'string' }, message: { type: 'string' } }, required: ['path', 'message'] },
+    },
+  },
+  required: ['error', 'message', 'errors'],
+} as const;
+
+/** Problems listed in the message; the errors array always has all of them. */
+const MESSAGE_PROBLEMS = 10;
+
+function invalidDefinition(reply: FastifyReply, errors: DefinitionError[]) {
+  const listed = errors.slice(0, MESSAGE_PROBLEMS).map((error) => `${error.path || '/'} ${error.message}`);
+  if (errors.length > MESSAGE_PROBLEMS) listed.push(`… and ${errors.length - MESSAGE_PROBLEMS} more`);
+  const count = errors.length === 1 ? '1 problem' : `${errors.length} problems`;
+  return reply.code(400).send({ error: 'invalid_definition', message: `The definition has ${count}: ${listed.join('; ')}`, errors, details: errors });
+}
+
+/**
+ * Checks an untrusted definition for `key` (the URL's): every error, or the definition. The body
+ * may omit its key; a different one is an error among the others.
+ */
+function checkDefinition(body: unknown, key: string, templates: TemplateLookup): { ok: true; definition: WorkflowDefinition } | { ok: false; errors: DefinitionError[] } {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) return { ok: false, errors: [{ path: '', message: 'must be a JSON object (a workflow definition)' }] };
+  const record = body as Json;
+  const candidate = { ...record, key: record.key ?? key };
+  const keyErrors: DefinitionError[] =
+    candidate.key === key ? [] : [{ path: '/key', message: `must match the URL key ${JSON.stringify(key)} (got ${JSON.stringify(candidate.key)})` }];
+  const validation = validateForPublish(candidate, templates);
+  if (validation.ok && keyErrors.length === 0) return validation;
+  return { ok: false, errors: mergeErrors(keyErrors, validation.ok ? [] : validation.errors) };
+}
+
 const KeyParams = { type: 'object', properties: { key: { type: 'string', pattern: '^[a-z0-9][a-z0-9_\\-]*$' } }, required: ['key'] } as const;
 
 const SimulateBody = {
@@ -51,7 +104,11 @@ const SimulateBody = {
     account: { type: ['object', 'null'], properties: { id: { type: ['string', 'number'] }, traits: { type: 'object' } } },
     invoice: { type: ['object', 'null'] },
     subscription: { type: ['object', 'null'] },
-    policy: { type: 'object' },
+    policy: {
+      type: ['object', 'string'],
+      description:
+        'Send policy. Default: the instance\'s FREQUENCY_CAP and QUIET_HOURS, as a real run. "none": no policy. An object overrides single fields: frequencyCap (ISO duration | null | "off"), quietHours ({start,end} | "HH:MM-HH:MM" | null | "off"), recoveryOpen, lastCappedSendAt, timezone (IANA; null = the contact\'s timezone trait, else the account\'s), suppressed ("all" | "non_transactional" | null).',
+    },
     timeline: {
       type: 'array',
       maxItems: 1000,
@@ -71,6 +128,11 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
     requireKey(request, deps.config.adminToken, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
   });
   const security = [{ adminToken: [] }];
+  // Publishing checks templates against the catalog; without one nothing can be checked.
+  const templates = (): TemplateLookup => {
+    if (!deps.templates) throw new HttpError(503, 'templates_unavailable', 'Templates are not loaded: workflow definitions cannot be checked');
+    return deps.templates;
+  };
 
   app.get('/v1/workflows/schema', { schema: { summary: 'JSON Schema of workflow definitions', tags: ['workflows'], security } }, async () => definitionJsonSchema());
 
@@ -103,8 +165,9 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
         response: {
           200: { type: 'object', properties: { key: { type: 'string' }, version: { type: 'integer' }, created: { type: 'boolean' } } },
           201: { type: 'object', properties: { key: { type: 'string' }, version: { type: 'integer' }, created: { type: 'boolean' } } },
-          400: ErrorSchema,
+          400: InvalidDefinitionSchema,
           401: ErrorSchema,
+          503: ErrorSchema,
         },
       },
       // Validation is ours (all errors, with paths), not Fastify's first-error check.
@@ -112,15 +175,9 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
     },
     async (request, reply) => {
       const { key } = request.params as { key: string };
-      const body = request.body as Json | null;
-      if (!body || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'invalid_definition', 'The body must be a JSON workflow definition');
-      const candidate = { ...body, key: body.key ?? key };
-      if (candidate.key !== key) throw new HttpError(400, 'invalid_definition', `Body key "${String(candidate.key)}" does not match the URL key "${key}"`);
-      const validation = validateDefinition(candidate);
-      if (!validation.ok) {
-        throw new HttpError(400, 'invalid_definition', `The definition has ${validation.errors.length} problem(s): ${validation.errors[0]!.path} ${validation.errors[0]!.message}`, validation.errors);
-      }
-      const { version, created } = await putWorkflow(deps.sql, validation.definition, deps.clock.now());
+      const checked = checkDefinition(request.body, key, templates());
+      if (!checked.ok) return invalidDefinition(reply, checked.errors);
+      const { version, created } = await putWorkflow(deps.sql, checked.definition, deps.clock.now());
       return reply.code(created ? 201 : 200).send({ key, version, created });
     },
   );
@@ -148,37 +205,42 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
         body: SimulateBody,
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { key } = request.params as { key: string };
       const body = request.body as {
         contact?: { id?: string | number; email?: string | null; traits?: Json };
         account?: { id?: string | number; traits?: Json } | null;
         invoice?: Json | null;
         subscription?: Json | null;
-        policy?: Partial<Context['policy']>;
+        policy?: unknown;
         timeline: EventFact[];
         until?: string;
         definition?: Json;
       };
-      let definition;
+      const resolved = resolveSimulationPolicy(deps.config.policy, body.policy);
+      if (!resolved.ok) throw new HttpError(400, 'validation_failed', resolved.message);
+      let definition: WorkflowDefinition;
       if (body.definition) {
-        const validation = validateDefinition({ ...body.definition, key: body.definition.key ?? key });
-        if (!validation.ok) throw new HttpError(400, 'invalid_definition', 'The definition to simulate is invalid', validation.errors);
-        definition = validation.definition;
+        // The same checks as a PUT: a simulation must not predict sends a publish would refuse.
+        const checked = checkDefinition(body.definition, key, templates());
+        if (!checked.ok) return invalidDefinition(reply, checked.errors);
+        definition = checked.definition;
       } else {
         const workflow = await getWorkflow(deps.sql, key);
         if (!workflow) throw new HttpError(404, 'workflow_not_found', `No workflow "${key}"`);
         definition = workflow.definition;
       }
-      return simulate(definition, {
+      const result = simulate(definition, {
         contact: { id: body.contact?.id ?? 'simulated', email: body.contact?.email ?? null, traits: body.contact?.traits ?? {} },
         account: body.account ? { id: body.account.id ?? 'simulated', traits: body.account.traits ?? {} } : null,
         invoice: body.invoice ?? null,
         subscription: body.subscription ?? null,
-        ...(body.policy ? { policy: body.policy } : {}),
+        policy: resolved.policy,
         timeline: body.timeline.map((e) => ({ name: e.name, properties: e.properties ?? {}, occurredAt: new Date(e.occurredAt).toISOString() })),
         ...(body.until ? { until: body.until } : {}),
       });
+      // The policy the prediction assumed, so a reader knows what was (not) applied.
+      return { ...result, policy: resolved.policy };
     },
   );
 }

@@ -9,7 +9,7 @@
 
 import type { AdvanceResult, Context, EventFact, RunState, TraceEntry, WorkflowDefinition } from './types.ts';
 import { collectCountConditions, countKey, countMatchingEvents } from './conditions.ts';
-import { addDuration } from './duration.ts';
+import { addDuration, parseDuration } from './duration.ts';
 import {
   advance,
   buildScope,
@@ -282,4 +282,100 @@ export function simulate(definition: WorkflowDefinition, input: SimulationInput)
     }
   }
   return { entered: true, reason, trace, sends, final: state };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policy a simulation runs under: the instance's by default, overridable per request.
+
+/** The instance-wide part of the policy (config.policy). */
+export interface InstancePolicy {
+  frequencyCap: string | null;
+  quietHours: { start: string; end: string } | null;
+}
+
+export type PolicyResolution = { ok: true; policy: Context['policy'] } | { ok: false; message: string };
+
+const HH_MM = /^([01]\d|2[0-3]):([0-5]\d)$/;
+const POLICY_FIELDS = ['frequencyCap', 'quietHours', 'recoveryOpen', 'lastCappedSendAt', 'timezone', 'suppressed'] as const;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The policy for a simulation request. `override` absent: the instance's frequency cap and quiet
+ * hours (what a real run gets), nothing else. `"none"`: no policy at all. An object: the
+ * instance's policy with these fields replaced — `frequencyCap` (ISO duration, or null/"off"),
+ * `quietHours` ({start, end} or "HH:MM-HH:MM", or null/"off"), `recoveryOpen` (boolean),
+ * `lastCappedSendAt` (ISO time or null), `timezone` (IANA zone or null = the contact's trait,
+ * else the account's), `suppressed` ("all", "non_transactional" or null).
+ */
+export function resolveSimulationPolicy(instance: InstancePolicy, override: unknown): PolicyResolution {
+  const base: Context['policy'] = { ...NO_POLICY, frequencyCap: instance.frequencyCap, quietHours: instance.quietHours };
+  if (override === undefined) return { ok: true, policy: base };
+  if (override === 'none') return { ok: true, policy: { ...NO_POLICY } };
+  if (!isObject(override)) return { ok: false, message: 'policy must be "none" or an object with fields ' + POLICY_FIELDS.join(', ') };
+  const policy = { ...base };
+  for (const [field, value] of Object.entries(override)) {
+    const fail = (expected: string): PolicyResolution => ({ ok: false, message: `policy.${field} ${JSON.stringify(value)} is invalid: expected ${expected}` });
+    switch (field) {
+      case 'frequencyCap': {
+        if (value === null || value === 'off') {
+          policy.frequencyCap = null;
+          break;
+        }
+        let valid = false;
+        try {
+          valid = typeof value === 'string' && !parseDuration(value).negative && addDuration(new Date(0), value).getTime() > 0;
+        } catch {
+          valid = false;
+        }
+        if (!valid) return fail('a positive ISO-8601 duration like PT24H, or null / "off"');
+        policy.frequencyCap = value as string;
+        break;
+      }
+      case 'quietHours': {
+        if (value === null || value === 'off') {
+          policy.quietHours = null;
+          break;
+        }
+        const [start, end] = typeof value === 'string' ? value.split('-') : isObject(value) ? [value['start'], value['end']] : [];
+        if (typeof start !== 'string' || typeof end !== 'string' || !HH_MM.test(start) || !HH_MM.test(end) || start === end) {
+          return fail('{"start":"HH:MM","end":"HH:MM"} or "HH:MM-HH:MM" (24 h, start ≠ end), or null / "off"');
+        }
+        policy.quietHours = { start, end };
+        break;
+      }
+      case 'recoveryOpen':
+        if (typeof value !== 'boolean') return fail('true or false');
+        policy.recoveryOpen = value;
+        break;
+      case 'lastCappedSendAt':
+        if (value !== null && (typeof value !== 'string' || Number.isNaN(Date.parse(value)))) return fail('an ISO-8601 date-time, or null');
+        policy.lastCappedSendAt = value === null ? null : new Date(value).toISOString();
+        break;
+      case 'timezone': {
+        if (value === null) {
+          policy.timezone = null;
+          break;
+        }
+        let zone: string | null = null;
+        try {
+          zone = typeof value === 'string' && value !== '' ? new Intl.DateTimeFormat('en-US', { timeZone: value }).resolvedOptions().timeZone : null;
+        } catch {
+          zone = null;
+        }
+        if (!zone) return fail('an IANA time zone such as Europe/Paris, or null');
+        policy.timezone = value as string;
+        break;
+      }
+      case 'suppressed':
+        if (value !== null && value !== 'all' && value !== 'non_transactional') return fail('"all", "non_transactional" or null');
+        policy.suppressed = value;
+        break;
+      default:
+        return { ok: false, message: `policy.${field} is not a policy field (${POLICY_FIELDS.join(', ')})` };
+    }
+  }
+  return { ok: true, policy };
 }
