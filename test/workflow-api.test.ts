@@ -290,6 +290,56 @@ test('simulate an unpublished definition: every problem comes back like a PUT', 
   assert.deepEqual(body.details, body.errors);
 });
 
+test('an account-subject date trigger: the simulation and the real engine enter and send alike', async (t) => {
+  const svc = await build(t, { clock: 'manual', env: { QUIET_HOURS: 'off' } });
+  const clock = svc.clock as ManualClock;
+  clock.set(T);
+  const renewal = {
+    key: 'renewal-reminder',
+    name: 'Renewal reminder',
+    category: 'lifecycle',
+    trigger: { type: 'date_trait', trait: 'renews_at', offset: '-P7D', subject: 'account' },
+    entry: { mode: 'once' },
+    steps: [
+      { id: 'heads_up', type: 'send_email', template: 'onboarding-get-started', subject: 'Your plan renews next week' },
+      { id: 'pause', type: 'wait', duration: 'P2D' },
+      { id: 'again', type: 'send_email', template: 'onboarding-day1', subject: 'Renewal in five days' },
+    ],
+  };
+  assert.equal((await svc.app.inject({ method: 'PUT', url: '/v1/workflows/renewal-reminder', headers: auth, payload: renewal })).statusCode, 201);
+  const wk = { authorization: `Bearer ${WRITE_KEY}` };
+  // The contact's own trait of the same name must not count: the account's date does.
+  await svc.app.inject({ method: 'POST', url: '/v1/identify', headers: wk, payload: { userId: 'u_r', traits: { email: 'r@acme.test', renews_at: '2026-06-01T00:00:00Z' }, timestamp: T.toISOString() } });
+  await svc.app.inject({ method: 'POST', url: '/v1/group', headers: wk, payload: { userId: 'u_r', groupId: 'acme', traits: { renews_at: '2026-03-20T09:00:00Z' }, timestamp: T.toISOString() } });
+  await svc.drain();
+  for (const at of ['2026-03-13T09:00:00Z', '2026-03-15T09:00:00Z', '2026-04-30T00:00:00Z']) {
+    clock.set(new Date(at));
+    await svc.drain();
+  }
+  const [run] = await svc.sql<{ id: number }[]>`select id from workflow_runs where workflow_key = 'renewal-reminder'`;
+  assert.ok(run, 'the engine entered the account-subject date trigger');
+  const real = await svc.sql<{ at: Date; step_id: string | null; kind: string; detail: string }[]>`
+    select at, step_id, kind, detail from run_trace where run_id = ${run.id} order by id`;
+  const facts = await svc.sql<{ name: string; properties: Record<string, unknown>; occurred_at: Date }[]>`
+    select name, properties, occurred_at from domain_events order by occurred_at, id`;
+  const res = await svc.app.inject({
+    method: 'POST',
+    url: '/v1/workflows/renewal-reminder/simulate',
+    headers: auth,
+    payload: { contact: { email: 'r@acme.test' }, timeline: facts.map((f) => ({ name: f.name, properties: f.properties, occurredAt: f.occurred_at.toISOString() })) },
+  });
+  assert.equal(res.statusCode, 200, res.body);
+  const sim = res.json();
+  assert.deepEqual(sim.sends.map((s: { template: string; at: string }) => [s.template, s.at]), [
+    ['onboarding-get-started', '2026-03-13T09:00:00.000Z'],
+    ['onboarding-day1', '2026-03-15T09:00:00.000Z'],
+  ]);
+  assert.deepEqual(
+    sim.trace.map((e: { at: string; stepId: string | null; kind: string; detail: string }) => [e.at, e.stepId, e.kind, e.detail]),
+    real.map((e) => [e.at.toISOString(), e.step_id, e.kind, e.detail]),
+  );
+});
+
 test('GET /v1/contacts/:id shows traits, accounts, runs with traces and messages', async (t) => {
   const svc = await build(t, { clock: 'manual', env: { QUIET_HOURS: 'off' } });
   (svc.clock as ManualClock).set(T);
