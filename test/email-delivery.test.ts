@@ -182,7 +182,8 @@ test('Resend webhooks: bad signature 400; delivered, hard bounce and complaint u
   await svc.drain();
   assert.equal(fake.accepted.filter((e) => e.to === 'bounce@acme.test').length, 1);
   assert.equal(fake.accepted.length, before);
-  const log = await svc.app.inject({ url: `/v1/messages/${encodeURIComponent(rows[0]!.id)}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  // The bounced message by address: both were queued in one transaction (same created_at).
+  const log = await svc.app.inject({ url: `/v1/messages/${encodeURIComponent(rows.find((r) => r.to_email === 'bounce@acme.test')!.id)}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
   assert.deepEqual(log.json().timeline.map((e: { status: string }) => e.status), ['queued', 'sent', 'delivered', 'bounced']);
 });
 

@@ -362,7 +362,7 @@ export const messages = pgTable(
     category: text('category').notNull(),
     variant: text('variant'),
     data: jsonb('data').notNull().default(sql`'{}'::jsonb`),
-    status: text('status').notNull(), // queued | sending | sent | delivered | bounced | complained | failed | skipped
+    status: text('status').notNull(), // queued | sending | sent | delivered | bounced | complained | failed | skipped | dead
     statusReason: text('status_reason'),
     providerId: text('provider_id'),
     attempts: integer('attempts').notNull().default(0),
@@ -370,6 +370,10 @@ export const messages = pgTable(
     lockedUntil: tstz('locked_until'),
     /** not before: backoff after a transient provider error */
     nextAttemptAt: tstz('next_attempt_at'),
+    /** the persisted batch this message went to the provider in (once set, only that batch sends it) */
+    batchId: text('batch_id'),
+    /** which claim holds the message before it is in a batch (fencing: an expired claim cannot record) */
+    claimToken: text('claim_token'),
     createdAt: tstz('created_at').notNull(),
     sentAt: tstz('sent_at'),
     deliveredAt: tstz('delivered_at'),
@@ -380,7 +384,8 @@ export const messages = pgTable(
   (t) => [
     index('messages_contact_idx').on(t.contactId, t.createdAt),
     index('messages_run_idx').on(t.runId),
-    index('messages_pending_idx').on(t.createdAt).where(sql`status in ('queued', 'sending')`),
+    index('messages_pending_idx').on(t.createdAt).where(sql`status in ('queued', 'sending') and batch_id is null`),
+    index('messages_dead_idx').on(t.updatedAt).where(sql`status = 'dead'`),
     index('messages_provider_idx').on(t.providerId),
   ],
 );
@@ -405,6 +410,31 @@ export const rateLimits = pgTable('rate_limits', {
   name: text('name').primaryKey(),
   nextSlotAt: tstz('next_slot_at').notNull(),
 });
+
+/** A batch of emails as it went (or will go) to the provider: re-sent only as a whole, same key, same payload. */
+export const emailBatches = pgTable(
+  'email_batches',
+  {
+    id: text('id').primaryKey(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    /** members in request order */
+    messageIds: text('message_ids').array().notNull(),
+    /** JSON of what each member was rendered from, so a re-send renders the identical payload */
+    renderInputs: text('render_inputs').notNull(),
+    status: text('status').notNull(), // sending | queued | sent | failed | dead
+    statusReason: text('status_reason'),
+    /** fencing: bumped by every take-over; an outcome is recorded only under the current lease */
+    lease: integer('lease').notNull().default(1),
+    lockedUntil: tstz('locked_until'),
+    nextAttemptAt: tstz('next_attempt_at'),
+    /** provider requests started (a crash counts); failures = attempts - rate_limited */
+    attempts: integer('attempts').notNull().default(0),
+    rateLimited: integer('rate_limited').notNull().default(0),
+    createdAt: tstz('created_at').notNull(),
+    updatedAt: tstz('updated_at').notNull(),
+  },
+  (t) => [index('email_batches_pending_idx').on(t.createdAt).where(sql`status in ('queued', 'sending')`)],
+);
 
 /** Outgoing workflow webhooks (Slack, CRM), keyed by (run, step), delivered with retries. */
 export const webhookDeliveries = pgTable('webhook_deliveries', {

@@ -1,23 +1,60 @@
-// Delivers queued messages: claim → render → send (batched, under the provider's rate limit) →
-// record. Once-only: the message id is the provider idempotency key (Resend remembers it 24 h)
-// and our own log never sends a message marked sent again. Nothing is dropped silently: every
-// outcome (sent, failed with reason, skipped for suppression) is a status with a timeline.
-import { createHash } from 'node:crypto';
+// Delivers queued messages: claim → render → persist the batch → send (batched, under the
+// provider's rate limit) → record. Nothing is dropped silently: every outcome (sent, failed with
+// reason, skipped for suppression, dead after bounded retries) is a status with a timeline.
+//
+// ONCE-ONLY, THE ARGUMENT (design (a): persisted batches).
+//  1. A message reaches the provider only inside a persisted batch. A sender claims queued
+//     messages under a fresh claim token, renders them, then in ONE statement checks that it
+//     still holds every member (same token, still `sending`, no batch: the check locks the rows)
+//     and inserts the `email_batches` row (id, idempotency key, member ids in order, the render
+//     inputs, created_at) and sets `messages.batch_id`. Only after that commit is the provider
+//     called. If any member was taken over meanwhile (our claim expired), nothing is persisted
+//     and nothing is sent: the new holder owns those messages.
+//  2. A message with a batch_id is never claimed again as a loose message (the claim query and
+//     its index require `batch_id is null`), so it can never be recombined into another batch.
+//  3. Every later request for a batch — an in-process retry, a re-send after the batch went back
+//     to the queue, a take-over of a batch whose sender died (claim expired) — sends exactly
+//     that batch: same key, same members in the same order, rendered from the stored inputs with
+//     the batch's created_at as "now", so the payload is byte-identical. The provider (Resend
+//     remembers a key 24 h) answers a repeat with the first answer and sends nothing again.
+//  4. A batch is re-sent only within MAX_AGE (23 h) of its creation, inside the provider's key
+//     memory; older, it is `dead` (visible, replayable by a person), never re-sent blindly.
+//  5. Fencing: every take-over bumps `email_batches.lease`; every outcome (sent, failed,
+//     requeued, dead) is recorded by one statement that updates the batch only
+//     `where lease = <ours> and status = 'sending'` and the members only through that update.
+//     A sender whose batch was taken over records nothing. Loose claims are fenced the same way
+//     by `messages.claim_token`.
+//  6. If the provider says the key was used with a DIFFERENT payload (409
+//     invalid_idempotent_request: e.g. a template changed between a crash and the re-send), the
+//     batch was probably accepted before: the members go `dead` with that reason, not re-sent.
+// Hence a message is requested from the provider only under one key, with one payload, and the
+// provider sends that key at most once: at most one email per message. Nothing is lost either:
+// a message is queued, held by a live claim or batch lease (which expires), or in a final state.
+//
+// BOUNDED RETRIES (RetryPolicy, defaults below). Per batch, `attempts` counts provider requests
+// started (a request whose sender died counts: its take-over finds it unanswered) and
+// `rate_limited` the 429 answers among them. Failures (5xx, network errors, no answer) are
+// retried in process with a short backoff, and after every `triesBeforeRequeue` failures the
+// batch goes back to the queue with a growing not-before time (1 min, doubling, ≤ 1 h). After
+// `maxAttempts` failures, `maxRateLimited` 429s, or `maxAgeMs` since the batch was formed, the
+// batch and its members are `dead` (status_reason says why, a `dead` message event) instead of
+// looping. A loose message claimed `maxAttempts` times without reaching a batch (its sender died
+// each time) is dead too. `replayDeadMessages` puts dead messages back in the queue.
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
-import type { Queryable, Sql, Tx } from '../db/connection.ts';
+import type { Queryable, Sql } from '../db/connection.ts';
 import { reserveSlot } from './rate-limit.ts';
 import { signToken } from './tokens.ts';
-import type { EmailTransport, OutgoingEmail } from './transport.ts';
+import type { EmailTransport, OutgoingEmail, SendOutcome } from './transport.ts';
 import type { RenderData, TemplateCatalog } from './templates.ts';
 
 export const OUTBOX_CHANNEL = 'lifeline_outbox';
 /** Resend's batch endpoint takes up to 100 emails per request. */
 const MAX_BATCH = 100;
-/** A claimed message returns to the pool if its sender dies before recording the outcome. */
+/** A claimed message or batch returns to the pool if its sender dies before recording the outcome. */
 const CLAIM_MS = 2 * 60_000;
-const MAX_TRANSIENT_TRIES = 6;
 /**
  * Batches in flight at once when a backlog is due. One batch's own work (claim, render 100
  * emails, record) takes tens of milliseconds on top of the provider's answer; with several in
@@ -39,6 +76,21 @@ const RATE_MARGIN = 1.03;
 /** The in-process check's margin over the provider's own rule (see sendWindow). */
 const WINDOW_MARGIN = 1.01;
 
+/** How far the sender retries before a batch is `dead` (see the comment at the top). */
+export interface RetryPolicy {
+  /** failed provider requests per batch (5xx, network error, a sender that died) before it is dead */
+  maxAttempts: number;
+  /** 429 answers per batch before it is dead (the provider kept saying "too fast") */
+  maxRateLimited: number;
+  /** a batch not sent this long after it was formed is dead: past Resend's 24 h key memory a re-send is not deduplicated */
+  maxAgeMs: number;
+  /** failures retried in process before the batch goes back to the queue with a not-before time */
+  triesBeforeRequeue: number;
+}
+
+/** ≈ 4 h of a provider outage (1, 2, 4 … 60 min between rounds of 3 tries), then dead. */
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 30, maxRateLimited: 200, maxAgeMs: 23 * 3_600_000, triesBeforeRequeue: 3 };
+
 interface PendingRow {
   id: string;
   contact_id: number | null;
@@ -58,6 +110,28 @@ interface PendingRow {
   invoice_next_payment_attempt: Date | null;
 }
 
+/** A persisted batch this sender holds under `lease`, with its rendered emails. */
+interface HeldBatch {
+  id: string;
+  key: string;
+  lease: number;
+  createdAt: Date;
+  attempts: number;
+  rateLimited: number;
+  emails: OutgoingEmail[];
+}
+
+interface BatchRow {
+  id: string;
+  idempotency_key: string;
+  message_ids: string[];
+  render_inputs: string;
+  lease: number;
+  attempts: number;
+  rate_limited: number;
+  created_at: Date;
+}
+
 export interface EmailSenderDeps {
   sql: Sql;
   clock: Clock;
@@ -67,10 +141,11 @@ export interface EmailSenderDeps {
   transport: EmailTransport;
   secret: string;
   sleep?: (ms: number) => Promise<void>;
+  retry?: Partial<RetryPolicy>;
 }
 
 export interface EmailSender {
-  /** Send everything due now; resolves with counts. */
+  /** Send everything due now; resolves with counts (`failed` includes messages that went dead). */
   sendPending(): Promise<{ sent: number; failed: number; skipped: number; requeued: number }>;
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -110,20 +185,46 @@ export async function recordMessageEvent(db: Queryable, messageId: string, statu
   return rows.length > 0;
 }
 
+/**
+ * Puts dead messages back in the queue (an operator's decision: the reason says whether the
+ * provider may have accepted them already, e.g. after an unanswered request). They leave their
+ * dead batch and go out in a new one; a message sent alone uses its id as the key, so a message
+ * the provider did accept within the last 24 h is still not sent twice. Returns the ids replayed
+ * (only messages that were dead).
+ */
+export async function replayDeadMessages(sql: Queryable, ids: string[], at: Date | null = null): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const rows = await sql<{ message_id: string }[]>`
+    with m as (
+      update messages set status = 'queued', status_reason = null, batch_id = null, claim_token = null, locked_until = null,
+        next_attempt_at = null, attempts = 0, updated_at = coalesce(${at}::timestamptz, now())
+      where id = any(${ids}::text[]) and status = 'dead'
+      returning id)
+    insert into message_events (message_id, status, at, detail)
+    select id, 'queued', coalesce(${at}::timestamptz, now()), 'replayed after dead' from m
+    returning message_id`;
+  if (rows.length > 0) await sql`select pg_notify(${OUTBOX_CHANNEL}, '')`;
+  return rows.map((r) => r.message_id);
+}
+
 export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   const { sql, clock, logger, config, templates, transport, secret } = deps;
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const policy: RetryPolicy = { ...DEFAULT_RETRY, ...deps.retry };
   const intervalMs = Math.max(1, Math.ceil((1000 / config.email.rateLimitPerSecond) * RATE_MARGIN));
+  const lockUntil = (now: Date) => new Date(now.getTime() + CLAIM_MS);
 
-  async function claim(limit: number = MAX_BATCH): Promise<PendingRow[]> {
+  /** Claims due loose messages (never a member of a batch) under `token`, with their render inputs. */
+  async function claim(token: string, limit: number = MAX_BATCH): Promise<PendingRow[]> {
     const now = clock.now();
     return sql<PendingRow[]>`
       with claimed as (
-        update messages m set status = 'sending', locked_until = ${new Date(now.getTime() + CLAIM_MS)}, attempts = m.attempts + 1, updated_at = ${now}
+        update messages m set status = 'sending', claim_token = ${token}, locked_until = ${lockUntil(now)}, attempts = m.attempts + 1, updated_at = ${now}
         where m.id in (
           select id from messages
-          where (status = 'queued' and (next_attempt_at is null or next_attempt_at <= ${now}))
-             or (status = 'sending' and locked_until < ${now})
+          where batch_id is null
+            and ((status = 'queued' and (next_attempt_at is null or next_attempt_at <= ${now}))
+              or (status = 'sending' and locked_until < ${now}))
           -- created_at alone: the pending index's order (messages queued in one transaction share
           -- it, and an id tie-break would sort them all before the first row came out)
           order by created_at limit ${limit}
@@ -146,7 +247,8 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
 
   const trackedLink = (messageId: string, url: string) => `${config.publicUrl}/r/${signToken(secret, 'click', { m: messageId, u: url })}`;
 
-  function renderRow(row: PendingRow): OutgoingEmail {
+  /** `now` is the batch's creation time, so a re-send renders the same bytes as the first request. */
+  function renderRow(row: PendingRow, now: Date): OutgoingEmail {
     const trigger = row.trigger ?? {};
     const invoice =
       row.invoice_currency !== null
@@ -181,7 +283,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       locale: typeof traits.locale === 'string' ? traits.locale : config.brand.locale,
       options: row.options ?? {},
       trigger,
-      now: clock.now(),
+      now,
     };
     const rendered = templates.render(row.template, data);
     const headers: Record<string, string> = { 'X-Lifeline-Message-Id': row.id };
@@ -205,31 +307,143 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     };
   }
 
-  async function mark(id: string, status: string, fields: { reason?: string | null; providerId?: string | null; retryAt?: Date | null } = {}): Promise<void> {
+  type Outcome = { id: string; status: string; reason: string | null; providerId?: string | null };
+
+  /**
+   * Records final outcomes of loose messages (skipped, failed to render, dead) in one statement,
+   * only for those this claim still holds (fencing by claim token). Returns how many it recorded.
+   */
+  async function settleLoose(token: string, outcomes: Outcome[]): Promise<number> {
+    if (outcomes.length === 0) return 0;
     const now = clock.now();
-    await sql.begin(async (tx: Tx) => {
-      await tx`
-        update messages set status = ${status}, status_reason = ${fields.reason ?? null}, provider_id = coalesce(${fields.providerId ?? null}, provider_id),
-          sent_at = case when ${status} = 'sent' then ${now} else sent_at end,
-          next_attempt_at = ${fields.retryAt ?? null}, locked_until = null, updated_at = ${now}
-        where id = ${id}`;
-      if (status !== 'queued') await recordMessageEvent(tx, id, status, now, fields.reason ?? null);
-    });
+    const rows = await sql`
+      with x as (select * from unnest(${outcomes.map((o) => o.id)}::text[], ${outcomes.map((o) => o.status)}::text[], ${outcomes.map((o) => o.reason)}::text[]) as x(id, status, reason)),
+      m as (
+        update messages m set status = x.status, status_reason = x.reason, claim_token = null, locked_until = null, next_attempt_at = null, updated_at = ${now}
+        from x where m.id = x.id and m.claim_token = ${token} and m.status = 'sending' and m.batch_id is null
+        returning m.id, x.status, x.reason)
+      insert into message_events (message_id, status, at, detail) select id, status, ${now}, reason from m returning id`;
+    return rows.length;
   }
 
-  /** Record a whole accepted batch in two statements (round trips, not rows, cost here). */
-  async function markSent(sent: { id: string; providerId: string }[]): Promise<void> {
-    if (sent.length === 0) return;
+  /** Gives back the loose messages this claim still holds (a batch could not be formed). */
+  async function release(token: string): Promise<void> {
+    await sql`
+      update messages set status = 'queued', claim_token = null, locked_until = null, updated_at = ${clock.now()}
+      where claim_token = ${token} and status = 'sending' and batch_id is null`;
+  }
+
+  /**
+   * Persists the batch (step 1 of the argument): in one statement, locks the members, checks this
+   * claim still holds every one, inserts the batch and points the members at it. False: some
+   * member was taken over, nothing was persisted, nothing may be sent.
+   */
+  async function persist(token: string, rows: PendingRow[], now: Date): Promise<HeldBatch | null> {
+    const id = randomUUID();
+    // A message sent alone keeps its own id as the key (the provider still knows it after a
+    // replay or a restored database); a batch gets a fresh, never reused one.
+    const key = rows.length === 1 ? rows[0]!.id : `batch-${id}`;
+    const ids = rows.map((r) => r.id);
+    // Text, not jsonb: only this code reads it back, and PostgreSQL need not parse 100 rows of it.
+    const inputs = JSON.stringify(rows);
+    const [result] = await sql<{ n: number }[]>`
+      with held as (
+        select id from messages
+        where id = any(${ids}::text[]) and claim_token = ${token} and status = 'sending' and batch_id is null
+        for update),
+      ok as (select count(*) = ${ids.length} as ok from held),
+      b as (
+        insert into email_batches (id, idempotency_key, message_ids, render_inputs, status, lease, locked_until, attempts, rate_limited, created_at, updated_at)
+        select ${id}, ${key}, ${ids}::text[], ${inputs}, 'sending', 1, ${lockUntil(now)}, 1, 0, ${now}, ${now} from ok where ok.ok
+        returning id),
+      m as (
+        update messages set batch_id = b.id, claim_token = null, locked_until = null, updated_at = ${now}
+        from b where messages.id in (select id from held)
+        returning messages.id)
+      select count(*)::int as n from m`;
+    if (result!.n !== ids.length) return null;
+    return { id, key, lease: 1, createdAt: now, attempts: 1, rateLimited: 0, emails: [] };
+  }
+
+  /**
+   * Records a batch's outcome (step 5: only under our lease, only while it is `sending`): the
+   * batch's status and each member's. Returns false when fenced (another sender holds the batch).
+   */
+  async function settleBatch(
+    b: HeldBatch,
+    batch: { status: 'sent' | 'failed' | 'dead' | 'queued'; reason: string | null; nextAttemptAt?: Date | null },
+    members: Outcome[],
+  ): Promise<boolean> {
     const now = clock.now();
-    const ids = sent.map((e) => e.id);
-    await sql.begin(async (tx: Tx) => {
-      await tx`
-        update messages m set status = 'sent', status_reason = null, provider_id = x.provider_id, sent_at = ${now},
-          next_attempt_at = null, locked_until = null, updated_at = ${now}
-        from unnest(${ids}::text[], ${sent.map((e) => e.providerId)}::text[]) as x(id, provider_id)
-        where m.id = x.id`;
-      await tx`insert into message_events (message_id, status, at) select id, 'sent', ${now} from unnest(${ids}::text[]) as id`;
-    });
+    const rows = await sql<{ id: string }[]>`
+      with b as (
+        update email_batches set status = ${batch.status}, status_reason = ${batch.reason}, next_attempt_at = ${batch.nextAttemptAt ?? null},
+          locked_until = null, rate_limited = ${b.rateLimited}, updated_at = ${now}
+        where id = ${b.id} and lease = ${b.lease} and status = 'sending'
+        returning id),
+      x as (
+        select * from unnest(${members.map((o) => o.id)}::text[], ${members.map((o) => o.status)}::text[],
+          ${members.map((o) => o.reason)}::text[], ${members.map((o) => o.providerId ?? null)}::text[]) as x(id, status, reason, provider_id)),
+      m as (
+        update messages m set status = x.status, status_reason = x.reason, provider_id = coalesce(x.provider_id, m.provider_id),
+          sent_at = case when x.status = 'sent' then ${now} else m.sent_at end,
+          next_attempt_at = ${batch.nextAttemptAt ?? null}, locked_until = null, updated_at = ${now}
+        from x, b where m.id = x.id and m.batch_id = b.id
+        returning m.id, x.status, x.reason),
+      e as (
+        -- a message going back to the queue is not an event of its timeline (as before batches)
+        insert into message_events (message_id, status, at, detail) select id, status, ${now}, case when status = 'sent' then null else reason end from m where status <> 'queued')
+      select id from b`;
+    if (rows.length === 0) {
+      logger.warn({ batch: b.id }, 'email batch taken over by another sender: its outcome is theirs to record');
+      return false;
+    }
+    return true;
+  }
+
+  /** The same outcome for every member (dead, failed, requeued). */
+  const settleAll = (b: HeldBatch, status: 'failed' | 'dead' | 'queued', reason: string, nextAttemptAt: Date | null = null) =>
+    settleBatch(b, { status, reason, nextAttemptAt }, b.emails.map((e) => ({ id: e.id, status, reason })));
+
+  /**
+   * Before a retry of a batch this sender holds: counts the attempt, records the 429s so far and
+   * renews the lease (a long retry must not let the batch look abandoned). False when fenced.
+   */
+  async function beginRetry(b: HeldBatch): Promise<boolean> {
+    const now = clock.now();
+    const rows = await sql<{ attempts: number }[]>`
+      update email_batches set attempts = attempts + 1, rate_limited = ${b.rateLimited}, locked_until = ${lockUntil(now)}, updated_at = ${now}
+      where id = ${b.id} and lease = ${b.lease} and status = 'sending'
+      returning attempts`;
+    if (rows.length === 0) return false;
+    b.attempts = rows[0]!.attempts;
+    return true;
+  }
+
+  /**
+   * Takes over one persisted batch that is due again: sent back to the queue after failures and
+   * now due, or held by a sender whose lease expired (it died, or is stuck). Bumps the lease
+   * (fencing the old holder out) and counts the attempt about to be made.
+   */
+  async function takeOver(): Promise<{ row: BatchRow; batch: HeldBatch } | null> {
+    const now = clock.now();
+    const [row] = await sql<BatchRow[]>`
+      with t as (
+        update email_batches b set lease = b.lease + 1, status = 'sending', locked_until = ${lockUntil(now)}, next_attempt_at = null,
+          attempts = b.attempts + 1, updated_at = ${now}
+        where b.id = (
+          select id from email_batches
+          where (status = 'queued' and next_attempt_at <= ${now}) or (status = 'sending' and locked_until < ${now})
+          order by created_at limit 1
+          for update skip locked)
+        returning b.id, b.idempotency_key, b.message_ids, b.render_inputs, b.lease, b.attempts, b.rate_limited, b.created_at),
+      m as (
+        update messages set status = 'sending', status_reason = null, next_attempt_at = null, updated_at = ${now}
+        from t where messages.id = any(t.message_ids) and messages.batch_id = t.id and messages.status = 'queued')
+      select * from t`;
+    if (!row) return null;
+    const batch: HeldBatch = { id: row.id, key: row.idempotency_key, lease: row.lease, createdAt: row.created_at, attempts: row.attempts, rateLimited: row.rate_limited, emails: [] };
+    return { row, batch };
   }
 
   const recentSends = sendWindow(config.email.rateLimitPerSecond, clock, sleep);
@@ -244,92 +458,158 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     return true;
   }
 
-  /** One provider request with its retries; returns how each email ended. */
-  async function deliver(batch: OutgoingEmail[], firstSlot: number): Promise<{ sent: number; failed: number; requeued: number }> {
-    const key = batch.length === 1 ? batch[0]!.id : `batch-${createHash('sha256').update(batch.map((e) => e.id).join(',')).digest('hex')}`;
-    let transient = 0;
-    for (let attempt = 0; ; attempt++) {
+  type Totals = { sent: number; failed: number; skipped: number; requeued: number };
+
+  /**
+   * Sends a persisted batch this sender holds, with its bounded retries, and records the outcome.
+   * Every request carries the batch's key and the same emails (step 3).
+   */
+  async function deliver(b: HeldBatch, firstSlot: number, totals: Totals): Promise<void> {
+    const n = b.emails.length;
+    const dead = async (reason: string) => {
+      logger.error({ batch: b.id, messages: n, reason }, 'email batch dead: not retried (replayable)');
+      if (await settleAll(b, 'dead', reason)) totals.failed += n;
+    };
+    let slot = firstSlot;
+    for (;;) {
       // The first attempt's slot was reserved by the caller before it topped up the batch;
       // retries reserve their own. The request leaves at its slot, not later: a provider that
       // counts requests per second would see a late one and its successor as one too many.
-      await sleepUntil(attempt === 0 ? firstSlot : await reserve());
+      await sleepUntil(slot);
       await recentSends.admit();
-      let outcome;
+      let outcome: SendOutcome;
       try {
-        outcome = await transport.send(batch, key);
+        outcome = await transport.send(b.emails, b.key);
       } catch (err) {
-        outcome = { ok: false as const, status: null, retryAfterMs: null, permanent: false, message: (err as Error).message };
+        outcome = { ok: false, status: null, retryAfterMs: null, permanent: false, message: (err as Error).message };
       }
       if (outcome.ok) {
-        const sent: { id: string; providerId: string }[] = [];
-        let failed = 0;
-        for (const [i, result] of outcome.results.entries()) {
-          const email = batch[i]!;
-          if ('providerId' in result) sent.push({ id: email.id, providerId: result.providerId });
-          else {
-            await mark(email.id, 'failed', { reason: result.error });
-            failed++;
-          }
+        const members: Outcome[] = outcome.results.map((result, i) =>
+          'providerId' in result ? { id: b.emails[i]!.id, status: 'sent', reason: null, providerId: result.providerId } : { id: b.emails[i]!.id, status: 'failed', reason: result.error },
+        );
+        if (await settleBatch(b, { status: 'sent', reason: null }, members)) {
+          const sent = members.filter((m) => m.status === 'sent').length;
+          totals.sent += sent;
+          totals.failed += n - sent;
         }
-        await markSent(sent);
-        return { sent: sent.length, failed, requeued: 0 };
+        return;
+      }
+      if (outcome.code === 'invalid_idempotent_request') {
+        // Step 6: the provider accepted this key before, with another payload. Re-sending under
+        // a new key could be a second email: stop here, visibly.
+        return dead(`provider already accepted this batch's idempotency key with a different payload (probably sent; ${outcome.message})`);
       }
       if (outcome.permanent) {
         // The whole request was refused as invalid: record why on every message.
-        for (const email of batch) await mark(email.id, 'failed', { reason: `${outcome.status ?? ''} ${outcome.message}`.trim() });
-        return { sent: 0, failed: batch.length, requeued: 0 };
+        if (await settleAll(b, 'failed', `${outcome.status ?? ''} ${outcome.message}`.trim())) totals.failed += n;
+        return;
       }
       if (outcome.status === 429) {
+        b.rateLimited++;
+        if (b.rateLimited >= policy.maxRateLimited) return dead(`rate limited ${b.rateLimited} times by the provider`);
         logger.warn({ retryAfterMs: outcome.retryAfterMs }, 'email provider rate limit: waiting');
         await sleep(outcome.retryAfterMs ?? 1000);
-        continue; // 429 does not count as a failure: we were too fast, not wrong
+      } else {
+        const failures = b.attempts - b.rateLimited;
+        logger.warn({ status: outcome.status, attempt: failures, error: outcome.message }, 'email provider error: retrying');
+        if (failures >= policy.maxAttempts) return dead(`${failures} failed attempts; last: ${`${outcome.status ?? ''} ${outcome.message}`.trim()}`);
+        if (failures % policy.triesBeforeRequeue === 0) {
+          // Give the batch back with a later not-before time: it stays queued (as this batch), not lost.
+          const round = failures / policy.triesBeforeRequeue;
+          const retryAt = new Date(clock.now().getTime() + Math.min(3_600_000, 60_000 * 2 ** (round - 1)));
+          if (await settleAll(b, 'queued', `retrying after: ${outcome.message}`, retryAt)) totals.requeued += n;
+          return;
+        }
+        await sleep(Math.min(30_000, 250 * 2 ** (failures % policy.triesBeforeRequeue)));
       }
-      transient++;
-      logger.warn({ status: outcome.status, attempt: transient, error: outcome.message }, 'email provider error: retrying');
-      if (transient >= MAX_TRANSIENT_TRIES) {
-        // Give the messages back with a later not-before time: they stay queued, not lost.
-        const retryAt = new Date(clock.now().getTime() + 60_000);
-        for (const email of batch) await mark(email.id, 'queued', { reason: `retrying after: ${outcome.message}`, retryAt });
-        return { sent: 0, failed: 0, requeued: batch.length };
+      if (clock.now().getTime() - b.createdAt.getTime() >= policy.maxAgeMs) return dead('not sent within the provider idempotency window (batch too old to re-send safely)');
+      if (!(await beginRetry(b))) {
+        logger.warn({ batch: b.id }, 'email batch taken over by another sender: not retrying');
+        return;
       }
-      await sleep(Math.min(30_000, 250 * 2 ** transient));
+      slot = await reserve();
     }
   }
 
-  type Totals = { sent: number; failed: number; skipped: number; requeued: number };
-
-  /** Skips, renders and delivers a claimed batch; its first request slot is already taken. */
-  async function sendBatch(rows: PendingRow[], totals: Totals, slot: number): Promise<void> {
-    const ready: OutgoingEmail[] = [];
+  /** Skips, renders, persists and delivers a claimed set of loose messages; its first request slot is already taken. */
+  async function sendBatch(token: string, rows: PendingRow[], totals: Totals, slot: number): Promise<void> {
+    // The batch's "now": rendered with it, stored with it, so a re-send renders the same bytes.
+    const formedAt = clock.now();
+    const ready: { row: PendingRow; email: OutgoingEmail }[] = [];
+    const early: Outcome[] = [];
     // Suppression is checked again at send time: a bounce may have arrived since the decision.
     const addresses = rows.map((r) => r.to_email?.toLowerCase()).filter((e): e is string => !!e);
     const suppressions = new Map(
       (await sql<{ email: string; scope: string }[]>`select email, scope from suppressions where email = any(${addresses}::text[])`).map((r) => [r.email, r.scope]),
     );
     for (const row of rows) {
+      if (row.attempts > policy.maxAttempts) {
+        early.push({ id: row.id, status: 'dead', reason: `claimed ${row.attempts} times without reaching the provider (the sender stopped each time)` });
+        continue;
+      }
       if (!row.to_email) {
-        await mark(row.id, 'skipped', { reason: 'no email address' });
-        totals.skipped++;
+        early.push({ id: row.id, status: 'skipped', reason: 'no email address' });
         continue;
       }
       const scope = suppressions.get(row.to_email.toLowerCase());
       if (scope && (scope === 'all' || row.category !== 'transactional')) {
-        await mark(row.id, 'skipped', { reason: `suppressed (${scope})` });
-        totals.skipped++;
+        early.push({ id: row.id, status: 'skipped', reason: `suppressed (${scope})` });
         continue;
       }
       try {
-        ready.push(renderRow(row));
+        ready.push({ row, email: renderRow(row, formedAt) });
       } catch (err) {
-        await mark(row.id, 'failed', { reason: `render: ${(err as Error).message}` });
-        totals.failed++;
+        early.push({ id: row.id, status: 'failed', reason: `render: ${(err as Error).message}` });
+      }
+    }
+    if (early.length > 0) {
+      await settleLoose(token, early);
+      for (const o of early) {
+        if (o.status === 'skipped') totals.skipped++;
+        else totals.failed++;
       }
     }
     if (ready.length === 0) return;
-    const result = await deliver(ready, slot);
-    totals.sent += result.sent;
-    totals.failed += result.failed;
-    totals.requeued += result.requeued;
+    const batch = await persist(token, ready.map((r) => r.row), formedAt);
+    if (!batch) {
+      // Some member's claim expired and another sender took it: send nothing; give back the rest.
+      logger.warn({ messages: ready.length }, 'email claim lost before the batch was formed: released');
+      await release(token);
+      return;
+    }
+    batch.emails = ready.map((r) => r.email);
+    await deliver(batch, slot, totals);
+  }
+
+  /** Re-sends a taken-over batch exactly as it was (step 3), or ends it when past its bounds. */
+  async function resend(row: BatchRow, b: HeldBatch, totals: Totals): Promise<void> {
+    const inputs = JSON.parse(row.render_inputs) as PendingRow[];
+    b.emails = [];
+    const failures = b.attempts - 1 - b.rateLimited;
+    const reason =
+      failures >= policy.maxAttempts
+        ? `${failures} failed attempts (the last ones unanswered: the sender stopped)`
+        : clock.now().getTime() - b.createdAt.getTime() >= policy.maxAgeMs
+          ? 'not sent within the provider idempotency window (batch too old to re-send safely)'
+          : null;
+    try {
+      for (const input of inputs) {
+        const at = input.invoice_next_payment_attempt;
+        b.emails.push(renderRow({ ...input, invoice_next_payment_attempt: at === null ? null : new Date(at) }, b.createdAt));
+      }
+    } catch (err) {
+      // Without the original payload the key cannot be re-sent safely (step 6's reasoning).
+      b.emails = inputs.map((r) => ({ id: r.id }) as OutgoingEmail);
+      if (await settleAll(b, 'dead', `render for re-send: ${(err as Error).message}`)) totals.failed += inputs.length;
+      return;
+    }
+    if (reason) {
+      logger.error({ batch: b.id, reason }, 'email batch dead: not retried (replayable)');
+      if (await settleAll(b, 'dead', reason)) totals.failed += inputs.length;
+      return;
+    }
+    logger.info({ batch: b.id, messages: inputs.length, attempt: b.attempts }, 'email batch re-sent as formed (same key, same payload)');
+    await deliver(b, await reserve(), totals);
   }
 
   async function sendPending(): Promise<Totals> {
@@ -340,7 +620,14 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       // Stop at an empty claim, or once the provider keeps failing (the batch went back to the
       // queue with a not-before time; the next wake-up tries again).
       while (totals.requeued === 0) {
-        const rows = await claim();
+        // Persisted batches first: a re-send of an existing batch, never a new mix (step 2).
+        const taken = await takeOver();
+        if (taken) {
+          await resend(taken.row, taken.batch, totals);
+          continue;
+        }
+        const token = randomUUID();
+        const rows = await claim(token);
         if (rows.length === 0) return;
         // A full batch means a backlog: let another lane work on it while this one sends.
         if (rows.length === MAX_BATCH && lanes < MAX_LANES) {
@@ -350,12 +637,13 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
         // Sends trickling in (a campaign's runs being woken one by one) must not spend a request
         // of the rate limit each: whoever has to wait for its slot fills the batch up with what
         // became due meanwhile, shortly before the slot (time to claim and render), and sends at
-        // the slot. An idle sender sends at once.
+        // the slot. An idle sender sends at once. (The top-up is a claim like the first: the
+        // batch is formed, and persisted, only after it.)
         const slot = await reserve();
         if (await sleepUntil(slot, PREPARE_MS)) {
-          if (rows.length < MAX_BATCH) rows.push(...(await claim(MAX_BATCH - rows.length)));
+          if (rows.length < MAX_BATCH) rows.push(...(await claim(token, MAX_BATCH - rows.length)));
         }
-        await sendBatch(rows, totals, slot);
+        await sendBatch(token, rows, totals, slot);
       }
     };
     lanes = 1;

@@ -27,6 +27,8 @@ export type SendOutcome =
       /** the request itself is invalid: retrying cannot help */
       permanent: boolean;
       status: number | null;
+      /** the provider's error name (e.g. invalid_idempotent_request), when it gave one */
+      code?: string | undefined;
       message: string;
     };
 
@@ -66,6 +68,7 @@ export function createResendTransport(options: { apiKey: string; baseUrl?: strin
           status,
           retryAfterMs: status === 429 ? (Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : 1000) : null,
           permanent: (status === 400 || status === 422) && PERMANENT.has(response.error.name),
+          code: response.error.name,
           message: `${response.error.name}: ${response.error.message}`,
         };
       }

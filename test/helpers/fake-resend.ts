@@ -3,7 +3,7 @@
 // or to enforce a requests-per-second limit like Resend's.
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 
 export interface RecordedRequest {
   method: string;
@@ -51,7 +51,9 @@ export async function startFakeResend(options: {
   const requests: RecordedRequest[] = [];
   const accepted: FakeResend['accepted'] = [];
   const scripted: ScriptedAnswer[] = [];
-  const byKey = new Map<string, unknown>();
+  // Like Resend: a key seen with an accepted request replays that answer for the same body, and
+  // answers 409 invalid_idempotent_request for a different body (the key was used for another email).
+  const byKey = new Map<string, { body: string; payload: unknown }>();
   const window: number[] = [];
 
   const server = createServer((req, res) => {
@@ -89,7 +91,12 @@ export async function startFakeResend(options: {
         window.push(now);
       }
       const key = typeof req.headers['idempotency-key'] === 'string' ? req.headers['idempotency-key'] : null;
-      if (key && byKey.has(key)) return send(200, byKey.get(key));
+      const bodyHash = key ? createHash('sha256').update(raw).digest('hex') : '';
+      const seen = key ? byKey.get(key) : undefined;
+      if (seen) {
+        if (seen.body === bodyHash) return send(200, seen.payload);
+        return send(409, { statusCode: 409, name: 'invalid_idempotent_request', message: 'Same idempotency key used with a different request payload.' });
+      }
       const accept = (e: Record<string, unknown>) => {
         const id = randomUUID();
         const to = Array.isArray(e.to) ? String(e.to[0]) : String(e.to);
@@ -116,7 +123,7 @@ export async function startFakeResend(options: {
       } else {
         return send(404, { statusCode: 404, name: 'not_found', message: 'not found' });
       }
-      if (key) byKey.set(key, payload);
+      if (key) byKey.set(key, { body: bodyHash, payload });
       send(200, payload);
     });
   });
