@@ -17,7 +17,7 @@ import { createInboxNotifier } from './worker/inbox-notifier.ts';
 import { builtinDefinitions } from './workflows/builtin/index.ts';
 import { createEngine, WEBHOOK_QUEUE, type Engine } from './workflows/engine.ts';
 import { deliverWebhook } from './workflows/webhook-delivery.ts';
-import { seedBuiltins } from './workflows/workflow-store.ts';
+import { currentDefinitionProblems, seedBuiltins } from './workflows/workflow-store.ts';
 import { loadTemplates, type TemplateCatalog } from './email/templates.ts';
 import { createEmailSender, type EmailSender } from './email/sender.ts';
 import { createLogTransport, createResendTransport, type EmailTransport } from './email/transport.ts';
@@ -66,6 +66,10 @@ export async function startService(options: {
     await runMigrations(databaseUrl);
     const sql = createSql(databaseUrl, { max: config.dbPoolMax });
     await seedBuiltins(sql, builtinDefinitions, clock.now());
+    // Stored workflows that fail the publishing checks now (e.g. a template since removed): say so at start-up.
+    for (const problem of await currentDefinitionProblems(sql, templates)) {
+      logger.warn({ workflow: problem.key, version: problem.version, paused: problem.paused, errors: problem.errors }, 'workflow definition fails the publishing checks; its sends may fail');
+    }
     const secret = await loadSigningSecret(sql, config.secret, clock.now());
     const boss = await startBoss({ databaseUrl, role: config.role, logger });
     const inbox = createInboxConsumer({ sql, clock, logger });

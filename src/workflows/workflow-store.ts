@@ -1,6 +1,9 @@
 // SQL for workflow definitions: every change is a new immutable version; runs pin theirs.
 import type { Queryable } from '../db/connection.ts';
 import type { WorkflowDefinition } from './types.ts';
+import type { DefinitionError } from './definition-schema.ts';
+import { validateForPublish } from './publish-contracts.ts';
+import type { TemplateLookup } from './publish-contracts.ts';
 
 export interface WorkflowSummary {
   key: string;
@@ -97,4 +100,29 @@ export async function activeWorkflows(db: Queryable): Promise<{ version: number;
 export async function definitionVersion(db: Queryable, key: string, version: number): Promise<WorkflowDefinition | null> {
   const [row] = await db<{ definition: WorkflowDefinition }[]>`select definition from workflow_versions where key = ${key} and version = ${version}`;
   return row?.definition ?? null;
+}
+
+export interface DefinitionProblem {
+  key: string;
+  version: number;
+  paused: boolean;
+  errors: DefinitionError[];
+}
+
+/**
+ * The current versions that fail the publishing checks now — e.g. a template removed from
+ * emails/ after the workflow was published, or a definition stored before the checks existed.
+ * Start-up logs them: their sends would otherwise fail one by one, later.
+ */
+export async function currentDefinitionProblems(db: Queryable, templates: TemplateLookup): Promise<DefinitionProblem[]> {
+  const rows = await db<{ key: string; version: number; paused: boolean; definition: WorkflowDefinition }[]>`
+    select w.key, w.current_version as version, w.paused, v.definition
+    from workflows w join workflow_versions v on v.key = w.key and v.version = w.current_version
+    order by w.key`;
+  const problems: DefinitionProblem[] = [];
+  for (const row of rows) {
+    const validation = validateForPublish(row.definition, templates);
+    if (!validation.ok) problems.push({ key: row.key, version: row.version, paused: row.paused, errors: validation.errors });
+  }
+  return problems;
 }
