@@ -204,3 +204,36 @@ test('every pay-rails fixture is accepted, stored and processed without error', 
   assert.equal(inv!.subscription_id, 'sub_1234');
   assert.equal(inv!.amount_due, 24900);
 });
+
+test('facts are events, not states: paused → resumed → paused records three facts', async (t) => {
+  const svc = await build(t);
+  const sub = (status: string) => subscription({ id: 'sub_pr', customer: 'cus_pr', status });
+  await deliver(svc.app, envelope('customer.subscription.paused', sub('paused'), { id: 'evt_pr_1', created: T }));
+  await deliver(svc.app, envelope('customer.subscription.resumed', sub('active'), { id: 'evt_pr_2', created: T + DAY }));
+  await deliver(svc.app, envelope('customer.subscription.paused', sub('paused'), { id: 'evt_pr_3', created: T + 2 * DAY }));
+  await svc.inbox.drain();
+  const facts = await svc.sql<{ name: string; occurred_at: Date }[]>`select name, occurred_at from domain_events where subject_id = 'sub_pr' order by occurred_at`;
+  assert.deepEqual(facts.map((f) => [f.name, f.occurred_at.getTime() / 1000]), [
+    ['subscription.paused', T],
+    ['subscription.resumed', T + DAY],
+    ['subscription.paused', T + 2 * DAY],
+  ]);
+});
+
+test('one change delivered as two events with different ids gives one fact', async (t) => {
+  const svc = await build(t);
+  const sub = subscription({ id: 'sub_twin', customer: 'cus_twin', status: 'paused' });
+  await deliver(svc.app, envelope('customer.subscription.paused', sub, { id: 'evt_twin_a', created: T }));
+  await deliver(svc.app, envelope('customer.subscription.paused', sub, { id: 'evt_twin_b', created: T }));
+  const past = subscription({ id: 'sub_twin', customer: 'cus_twin', status: 'past_due' });
+  await deliver(svc.app, envelope('customer.subscription.updated', past, { id: 'evt_twin_c', created: T + 60, previous: { status: 'paused' } }));
+  await deliver(svc.app, envelope('customer.subscription.updated', past, { id: 'evt_twin_d', created: T + 60, previous: { status: 'paused' } }));
+  const pm = { ...fixture('pay-rails/payment_method.attached.json').object, customer: 'cus_twin' };
+  await deliver(svc.app, envelope('payment_method.attached', pm, { id: 'evt_twin_e', created: T + 120 }));
+  await deliver(svc.app, envelope('payment_method.attached', pm, { id: 'evt_twin_f', created: T + 120 }));
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_twin', customer: 'cus_twin', attempt_count: 2 }), { id: 'evt_twin_g', created: T + 180 }));
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_twin', customer: 'cus_twin', attempt_count: 2 }), { id: 'evt_twin_h', created: T + 181 }));
+  await svc.inbox.drain();
+  const facts = await svc.sql<{ name: string }[]>`select name from domain_events order by occurred_at, id`;
+  assert.deepEqual(facts.map((f) => f.name), ['subscription.paused', 'subscription.status_changed', 'payment_method.updated', 'invoice.payment_failed']);
+});

@@ -1,11 +1,18 @@
-// Turns one stored Stripe event into domain state (customers, subscriptions, invoices, payment
-// failures) and timeline facts. Order-independent by construction: every projected row keeps
-// the ordering key of the snapshot it holds and an upsert only replaces it with a greater key,
-// so the final state is the greatest snapshot whatever the arrival order; facts are
-// deduplicated by a key derived from what they describe, not from the delivery.
-import type { Queryable } from '../db/connection.ts';
-import { accountForCustomer, contactForCustomer } from '../contacts/contact-store.ts';
-import { recordDomainEvent, type DomainEventInput } from '../timeline/domain-event-store.ts';
+// Turns stored Stripe events into domain state (customers, subscriptions, invoices, payment
+// failures) and timeline facts, a batch at a time. Order-independent by construction: every
+// projected row keeps the ordering key of the snapshot it holds and an upsert only replaces it
+// with a greater key, so the final state is the greatest snapshot whatever the arrival order;
+// facts are deduplicated by a key that names the change they describe (not the delivery).
+//
+// A batch costs a fixed handful of statements, not a handful per event: every table gets one
+// multi-row upsert (jsonb_to_recordset of one JSON parameter), contacts and accounts of all the
+// batch's customers are resolved together (customer-contacts.ts), and every fact goes into one
+// multi-row insert. The statements are issued without waiting for each other (postgres.js
+// pipelines the queries of one transaction), in two waves: the second needs the answers of the
+// first (contact look-ups, subscription before/after, decline detail).
+import type { Queryable, Sql, Tx } from '../db/connection.ts';
+import { DOMAIN_EVENT_CHANNEL } from '../timeline/domain-event-store.ts';
+import { lockCustomers, resolveCustomerContacts, type CustomerIdentity } from './customer-contacts.ts';
 import type { StripeEnvelope } from './event-inbox.ts';
 import {
   idOf,
@@ -15,8 +22,10 @@ import {
   parsePaymentFailure,
   parseSubscription,
   subscriptionStatusRank,
+  type CustomerRow,
   type DeclineClass,
   type InvoiceRow,
+  type PaymentFailure,
   type SubscriptionRow,
 } from './shapes.ts';
 
@@ -44,173 +53,426 @@ export interface ProjectionResult {
   facts: string[];
 }
 
+/** One event, projected alone: a batch of one. */
 export async function projectStripeEvent(db: Queryable, event: StripeEnvelope, now: Date): Promise<ProjectionResult> {
-  const object = event.data.object as Obj;
-  const created = new Date(event.created * 1000);
-  const ctx: EventContext = { db, event, created, now, facts: [] };
-  switch (object.object) {
-    case 'customer':
-      await projectCustomer(ctx, object);
-      break;
-    case 'invoice':
-      await projectInvoice(ctx, object);
-      break;
-    case 'subscription':
-      await projectSubscription(ctx, object);
-      break;
-    case 'charge':
-    case 'payment_intent':
-      if (event.type === 'charge.failed' || event.type === 'payment_intent.payment_failed') await projectPaymentFailure(ctx, object);
-      break;
-    case 'payment_method':
-      await projectPaymentMethod(ctx, object);
-      break;
-    case 'checkout.session':
-      if (event.type === 'checkout.session.completed') await projectCheckout(ctx, object);
-      break;
-    default:
-      // Stored and acknowledged; nothing to project (unknown types are not errors).
-      break;
-  }
-  return { facts: ctx.facts };
-}
-
-interface EventContext {
-  db: Queryable;
-  event: StripeEnvelope;
-  created: Date;
-  now: Date;
-  facts: string[];
-}
-
-async function fact(
-  ctx: EventContext,
-  input: Omit<DomainEventInput, 'source' | 'sourceId' | 'occurredAt' | 'contactId' | 'accountId'> & { customer?: { email: string | null; name: string | null } },
-): Promise<void> {
-  let contactId: number | null = null;
-  let accountId: number | null = null;
-  if (input.stripeCustomerId) {
-    const customer = await customerIdentity(ctx.db, input.stripeCustomerId, input.customer);
-    contactId = await contactForCustomer(ctx.db, customer, ctx.now);
-    accountId = await accountForCustomer(ctx.db, input.stripeCustomerId, contactId);
-  }
-  const { customer: _ignored, ...rest } = input;
-  const id = await recordDomainEvent(
-    ctx.db,
-    { ...rest, source: 'stripe', sourceId: ctx.event.id, occurredAt: ctx.created, contactId, accountId },
-    ctx.now,
-  );
-  if (id !== null) ctx.facts.push(input.name);
-}
-
-async function customerIdentity(db: Queryable, customerId: string, fallback?: { email: string | null; name: string | null }) {
-  const [row] = await db<{ email: string | null; name: string | null }[]>`select email, name from customers where id = ${customerId}`;
-  return { id: customerId, email: row?.email ?? fallback?.email ?? null, name: row?.name ?? fallback?.name ?? null };
+  const [result] = await projectStripeBatch(db, [event], now);
+  return result!;
 }
 
 /**
- * Invoices and subscriptions can arrive before their customer: keep a placeholder row (empty
- * version) that any real customer snapshot replaces, so emails and links still work.
+ * Project a batch of stored events; returns one result per event, in input order.
+ *
+ * Order: events are projected as if one after the other in the given order (the caller passes
+ * them ordered, and all events of one customer in the batch in their order). State does not
+ * depend on it (version keys), but which of two events first records a fact does.
+ *
+ * Transaction: `db` should be a transaction (the caller's, so marking the inbox rows done
+ * commits with the projection); given the pool, the batch opens its own. Per-customer advisory
+ * locks (the key contactForCustomer uses) are taken for every customer of the batch first, in
+ * sorted order, so two batches sharing customers cannot deadlock; row locks follow in id order.
+ *
+ * Failure contract: all or nothing. If any statement fails the function throws (the first
+ * error) and the transaction is aborted: the caller rolls back (the transaction, or the
+ * savepoint it ran the batch in) and finds the culprit by projecting the events one at a time,
+ * each in its own savepoint (projectStripeEvent); the others then succeed. Nothing is retried
+ * here. An event that cannot be parsed (unknown type or shape) is not an error: it projects to
+ * nothing, like today.
  */
-async function ensureCustomer(db: Queryable, customerId: string, email: string | null, name: string | null, now: Date): Promise<void> {
-  await db`
-    insert into customers (id, email, name, version_created, version_event_id, updated_at)
-    values (${customerId}, ${email}, ${name}, 'epoch', '', ${now})
-    on conflict (id) do update set
-      email = coalesce(customers.email, excluded.email),
-      name = coalesce(customers.name, excluded.name)
-    where customers.version_event_id = ''`;
+export async function projectStripeBatch(db: Queryable, events: readonly StripeEnvelope[], now: Date): Promise<ProjectionResult[]> {
+  if (events.length === 0) return [];
+  // Pipelined statements must share one connection and transaction.
+  if (!('savepoint' in db) && 'begin' in db) return (db as Sql).begin((tx: Tx) => projectStripeBatch(tx, events, now)) as Promise<ProjectionResult[]>;
+  const plan = planBatch(events);
+
+  // Wave 1: everything that needs no answer from the database, plus the look-ups wave 2 needs.
+  // Statements run on the server in the order they are issued.
+  const pending: Promise<unknown>[] = [lockCustomers(db, [...plan.customerIds].sort())];
+  for (const round of rounds(plan.customers, (c) => c.row.id)) pending.push(upsertCustomers(db, round, now));
+  if (plan.placeholders.size > 0) pending.push(ensureCustomers(db, plan.placeholders, now));
+  // Decline detail known before this batch; the batch's own failures are added in JS (see below).
+  const declineQuery = plan.declineLookups.length > 0 ? lookupDeclines(db, plan.declineLookups) : Promise.resolve([]);
+  pending.push(declineQuery);
+  if (plan.failures.length > 0) pending.push(insertFailures(db, plan.failures));
+  for (const round of rounds(plan.invoices, (i) => i.row.id)) pending.push(upsertInvoices(db, round, now));
+  const subRounds = rounds(plan.subscriptions, (s) => s.row.id).map((round) => upsertSubscriptions(db, round, now));
+  pending.push(...subRounds);
+  const identities = [...plan.identities.values()];
+  const contacts = resolveCustomerContacts(db, identities, now);
+  pending.push(contacts.looked);
+  await Promise.all(pending);
+
+  const subResults = new Map<number, SubscriptionOutcome>();
+  for (const rows of await Promise.all(subRounds)) for (const r of rows) subResults.set(r.pos, r);
+  const declines = mergeDeclines(plan, await declineQuery);
+
+  // Wave 2: contacts (create/link), then every fact in one insert.
+  const facts: FactRow[] = [];
+  for (const item of plan.factSources) facts.push(...item.build({ subResults, declines }));
+  const seen = new Set<string>();
+  const unique = facts.filter((f) => (seen.has(f.dedupe_key) ? false : (seen.add(f.dedupe_key), true)));
+  // A fact decided by wave 1 (mrr_changed) may be for a customer with no contact work yet:
+  // resolve those now (rare: one more round trip), so no other customer gets a contact early.
+  const late = [...new Set(unique.flatMap((f) => (f.cid !== null && !plan.identities.has(f.cid) ? [f.cid] : [])))];
+  const lateContacts = resolveCustomerContacts(db, late.map((id) => ({ id, email: null, name: null })), now);
+  await lateContacts.looked;
+  const wave2: Promise<unknown>[] = [contacts.apply(), lateContacts.apply()];
+  const inserted = unique.length > 0 ? insertFacts(db, unique, now) : Promise.resolve([] as string[]);
+  wave2.push(inserted);
+  await Promise.all(wave2);
+
+  const results: ProjectionResult[] = events.map(() => ({ facts: [] }));
+  const newKeys = new Set(await inserted);
+  for (const f of unique) if (newKeys.has(f.dedupe_key)) results[f.pos]!.facts.push(f.name);
+  return results;
 }
 
 // ---------------------------------------------------------------------------------------------
+// Planning: parse every event once, in order, into the rows each table gets.
 
-async function projectCustomer(ctx: EventContext, object: Obj): Promise<void> {
-  const c = parseCustomer(object);
-  if (!c) return;
-  const deleted = c.deleted || ctx.event.type === 'customer.deleted';
-  await ctx.db`
-    insert into customers (id, email, name, deleted, livemode, default_payment_method, metadata, version_created, version_event_id, updated_at)
-    values (${c.id}, ${c.email}, ${c.name}, ${deleted}, ${c.livemode}, ${c.defaultPaymentMethod},
-            ${JSON.stringify(c.metadata)}::text::jsonb, ${ctx.created}, ${ctx.event.id}, ${ctx.now})
-    on conflict (id) do update set
-      email = excluded.email, name = excluded.name, deleted = excluded.deleted, livemode = excluded.livemode,
-      default_payment_method = excluded.default_payment_method, metadata = excluded.metadata,
-      version_created = excluded.version_created, version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
-    where (customers.deleted = false or excluded.deleted)
-      and (excluded.deleted::int, excluded.version_created, excluded.version_event_id)
-        > (customers.deleted::int, customers.version_created, customers.version_event_id)`;
-  if (!deleted) await contactForCustomer(ctx.db, { id: c.id, email: c.email, name: c.name }, ctx.now);
-
-  // A customer who sets a new default payment method has fixed their card.
-  const previous = ctx.event.data.previous_attributes as Obj | undefined;
-  const prevSettings = previous?.invoice_settings as Obj | undefined;
-  const pmChanged = (prevSettings && 'default_payment_method' in prevSettings) || (previous && 'default_source' in previous);
-  if (ctx.event.type === 'customer.updated' && pmChanged && c.defaultPaymentMethod) {
-    await fact(ctx, {
-      name: 'payment_method.updated',
-      dedupeKey: `payment_method.updated:${ctx.event.id}`,
-      stripeCustomerId: c.id,
-      subjectId: c.defaultPaymentMethod,
-      properties: { customerId: c.id, paymentMethodId: c.defaultPaymentMethod, via: 'customer.updated' },
-    });
-  }
+interface Versioned<Row> {
+  pos: number;
+  row: Row;
+  created: Date;
+  eventId: string;
 }
 
-// ---------------------------------------------------------------------------------------------
+interface FailureInsert {
+  pos: number;
+  eventId: string;
+  f: PaymentFailure;
+  occurredAt: Date;
+}
 
-async function projectInvoice(ctx: EventContext, object: Obj): Promise<void> {
-  const inv = parseInvoice(object);
-  if (!inv) return;
-  await ensureCustomer(ctx.db, inv.customerId, inv.customerEmail, inv.customerName, ctx.now);
-  await ctx.db`
-    insert into invoices (
-      id, customer_id, subscription_id, status, currency, amount_due, amount_paid, amount_remaining,
-      attempt_count, next_payment_attempt, hosted_invoice_url, billing_reason, paid_at, stripe_created, livemode,
-      version_rank, version_created, version_attempt, version_event_id, updated_at)
-    values (
-      ${inv.id}, ${inv.customerId}, ${inv.subscriptionId}, ${inv.status}, ${inv.currency}, ${inv.amountDue},
-      ${inv.amountPaid}, ${inv.amountRemaining}, ${inv.attemptCount}, ${inv.nextPaymentAttempt},
-      ${inv.hostedInvoiceUrl}, ${inv.billingReason}, ${inv.paidAt}, ${inv.stripeCreated}, ${inv.livemode},
-      ${invoiceStatusRank(inv.status)}, ${ctx.created}, ${inv.attemptCount}, ${ctx.event.id}, ${ctx.now})
-    on conflict (id) do update set
-      customer_id = excluded.customer_id, subscription_id = coalesce(excluded.subscription_id, invoices.subscription_id),
-      status = excluded.status, currency = excluded.currency, amount_due = excluded.amount_due,
-      amount_paid = excluded.amount_paid, amount_remaining = excluded.amount_remaining,
-      attempt_count = greatest(excluded.attempt_count, invoices.attempt_count),
-      next_payment_attempt = excluded.next_payment_attempt, hosted_invoice_url = coalesce(excluded.hosted_invoice_url, invoices.hosted_invoice_url),
-      billing_reason = coalesce(excluded.billing_reason, invoices.billing_reason), paid_at = coalesce(excluded.paid_at, invoices.paid_at),
-      stripe_created = excluded.stripe_created, livemode = excluded.livemode,
-      version_rank = excluded.version_rank, version_created = excluded.version_created,
-      version_attempt = excluded.version_attempt, version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
-    where (excluded.version_rank, excluded.version_created, excluded.version_attempt, excluded.version_event_id)
-        > (invoices.version_rank, invoices.version_created, invoices.version_attempt, invoices.version_event_id)`;
+interface DeclineLookup {
+  pos: number;
+  invoiceId: string;
+  customerId: string;
+  paymentIntentId: string | null;
+  around: Date;
+}
 
-  const type = ctx.event.type;
-  if (type === 'invoice.payment_failed' || type === 'invoice.payment_action_required') {
-    // The failure itself, even when the snapshot above was older than what we hold.
-    const sca = type === 'invoice.payment_action_required';
-    await ctx.db`
-      insert into payment_failures (stripe_event_id, customer_id, invoice_id, payment_intent_id, charge_id, amount, currency,
-                                    failure_code, decline_class, occurred_at)
-      values (${ctx.event.id}, ${inv.customerId}, ${inv.id}, ${inv.paymentIntentId}, ${inv.chargeId}, ${inv.amountDue},
-              ${inv.currency}, ${sca ? 'authentication_required' : null}, ${sca ? 'sca' : 'unknown'}, ${ctx.created})
-      on conflict (stripe_event_id) do nothing`;
-  }
-  const name = INVOICE_FACTS[type];
-  if (!name) return;
-  const decline = name.startsWith('invoice.payment_') ? await invoiceDecline(ctx.db, inv, ctx.created) : null;
-  await fact(ctx, {
-    name,
-    // Stripe may emit two events for one change: one fact per invoice (and attempt, for failures).
-    dedupeKey: name.startsWith('invoice.payment_') ? `${name}:${inv.id}:${inv.attemptCount}` : `${name}:${inv.id}`,
-    stripeCustomerId: inv.customerId,
-    subjectId: inv.id,
-    customer: { email: inv.customerEmail, name: inv.customerName },
-    properties: invoiceProperties(inv, decline),
+interface SubscriptionOutcome {
+  pos: number;
+  applied: boolean;
+  before_mrr: number | null;
+  before_currency: string | null;
+}
+
+type Decline = { declineClass: DeclineClass; declineCode: string | null };
+
+interface FactRow {
+  pos: number;
+  name: string;
+  dedupe_key: string;
+  source_id: string;
+  cid: string | null;
+  subject_id: string | null;
+  properties: Record<string, unknown>;
+  occurred_at: Date;
+}
+
+interface FactSource {
+  build(answers: { subResults: Map<number, SubscriptionOutcome>; declines: Map<number, Decline> }): FactRow[];
+}
+
+interface Plan {
+  customerIds: Set<string>;
+  customers: Versioned<CustomerRow & { deleted: boolean }>[];
+  /** placeholder customers: first non-null email/name seen, in order */
+  placeholders: Map<string, { email: string | null; name: string | null }>;
+  failures: FailureInsert[];
+  declineLookups: DeclineLookup[];
+  invoices: Versioned<InvoiceRow>[];
+  subscriptions: (Versioned<SubscriptionRow> & { type: string })[];
+  /** customers whose contact must exist after the batch, with the emails the batch saw */
+  identities: Map<string, CustomerIdentity>;
+  factSources: FactSource[];
+}
+
+function planBatch(events: readonly StripeEnvelope[]): Plan {
+  const plan: Plan = {
+    customerIds: new Set(),
+    customers: [],
+    placeholders: new Map(),
+    failures: [],
+    declineLookups: [],
+    invoices: [],
+    subscriptions: [],
+    identities: new Map(),
+    factSources: [],
+  };
+  const placeholder = (id: string, email: string | null, name: string | null) => {
+    plan.customerIds.add(id);
+    const p = plan.placeholders.get(id);
+    if (!p) plan.placeholders.set(id, { email, name });
+    else {
+      p.email ??= email;
+      p.name ??= name;
+    }
+  };
+  const identity = (id: string, email: string | null = null, name: string | null = null) => {
+    plan.customerIds.add(id);
+    const i = plan.identities.get(id);
+    if (!i) plan.identities.set(id, { id, email, name });
+    else {
+      i.email ??= email;
+      i.name ??= name;
+    }
+  };
+  events.forEach((event, pos) => {
+    const object = event.data.object as Obj;
+    const created = new Date(event.created * 1000);
+    const base = { pos, created, eventId: event.id };
+    const fact = (f: Omit<FactRow, 'pos' | 'source_id' | 'occurred_at'>): FactRow => ({ ...f, pos, source_id: event.id, occurred_at: created });
+    switch (object.object) {
+      case 'customer': {
+        const c = parseCustomer(object);
+        if (!c) return;
+        const deleted = c.deleted || event.type === 'customer.deleted';
+        plan.customerIds.add(c.id);
+        plan.customers.push({ ...base, row: { ...c, deleted } });
+        if (!deleted) identity(c.id, c.email, c.name);
+        // A customer who sets a new default payment method has fixed their card.
+        const previous = event.data.previous_attributes as Obj | undefined;
+        const prevSettings = previous?.invoice_settings as Obj | undefined;
+        const pmChanged = (prevSettings && 'default_payment_method' in prevSettings) || (previous && 'default_source' in previous);
+        if (event.type === 'customer.updated' && pmChanged && c.defaultPaymentMethod) {
+          identity(c.id, c.email, c.name);
+          const pm = c.defaultPaymentMethod;
+          plan.factSources.push({
+            build: () => [
+              fact({
+                name: 'payment_method.updated',
+                dedupe_key: `payment_method.updated:${c.id}:${pm}:${event.created}`,
+                cid: c.id,
+                subject_id: pm,
+                properties: { customerId: c.id, paymentMethodId: pm, via: 'customer.updated' },
+              }),
+            ],
+          });
+        }
+        return;
+      }
+      case 'invoice': {
+        const inv = parseInvoice(object);
+        if (!inv) return;
+        placeholder(inv.customerId, inv.customerEmail, inv.customerName);
+        plan.invoices.push({ ...base, row: inv });
+        const type = event.type;
+        if (type === 'invoice.payment_failed' || type === 'invoice.payment_action_required') {
+          // The failure itself, even when the snapshot above was older than what we hold.
+          const sca = type === 'invoice.payment_action_required';
+          plan.failures.push({
+            pos,
+            eventId: event.id,
+            occurredAt: created,
+            f: {
+              customerId: inv.customerId,
+              invoiceId: inv.id,
+              paymentIntentId: inv.paymentIntentId,
+              chargeId: inv.chargeId,
+              amount: inv.amountDue,
+              currency: inv.currency,
+              failureCode: sca ? 'authentication_required' : null,
+              declineCode: null,
+              adviceCode: null,
+              declineClass: sca ? 'sca' : 'unknown',
+              message: null,
+            },
+          });
+        }
+        const name = INVOICE_FACTS[type];
+        if (!name) return;
+        identity(inv.customerId, inv.customerEmail, inv.customerName);
+        const payment = name.startsWith('invoice.payment_');
+        if (payment) plan.declineLookups.push({ pos, invoiceId: inv.id, customerId: inv.customerId, paymentIntentId: inv.paymentIntentId, around: created });
+        plan.factSources.push({
+          build: ({ declines }) => [
+            fact({
+              name,
+              // Failures: one fact per invoice and attempt (Stripe's own change marker), so twin
+              // events of one attempt give one fact and every retry its own. The other invoice
+              // facts are transitions an invoice makes at most once (statuses only move forward).
+              dedupe_key: payment ? `${name}:${inv.id}:${inv.attemptCount}` : `${name}:${inv.id}`,
+              cid: inv.customerId,
+              subject_id: inv.id,
+              properties: invoiceProperties(inv, payment ? (declines.get(pos) ?? { declineClass: 'unknown', declineCode: null }) : null),
+            }),
+          ],
+        });
+        return;
+      }
+      case 'subscription': {
+        const sub = parseSubscription(object);
+        if (!sub) return;
+        const status = event.type === 'customer.subscription.deleted' && sub.status !== 'incomplete_expired' ? 'canceled' : sub.status;
+        const row: SubscriptionRow = { ...sub, status };
+        placeholder(row.customerId, null, null);
+        plan.subscriptions.push({ ...base, row, type: event.type });
+        planSubscriptionFacts(plan, event, row, fact, identity);
+        return;
+      }
+      case 'charge':
+      case 'payment_intent': {
+        if (event.type !== 'charge.failed' && event.type !== 'payment_intent.payment_failed') return;
+        const f = parsePaymentFailure(object);
+        if (f) plan.failures.push({ pos, eventId: event.id, f, occurredAt: created });
+        return;
+      }
+      case 'payment_method': {
+        const customerId = idOf(object.customer);
+        const id = idOf(object.id);
+        if (!customerId || !id) return;
+        const type = event.type;
+        const name =
+          type === 'payment_method.automatically_updated'
+            ? 'payment_method.automatically_updated'
+            : type === 'payment_method.attached' || type === 'payment_method.updated'
+              ? 'payment_method.updated'
+              : null;
+        if (!name) return;
+        placeholder(customerId, null, null);
+        identity(customerId);
+        const card = (object.card ?? {}) as Obj;
+        plan.factSources.push({
+          build: () => [
+            fact({
+              name,
+              dedupe_key: `${name}:${id}:${event.created}`,
+              cid: customerId,
+              subject_id: id,
+              // Card brand and expiry only: never numbers or fingerprints.
+              properties: { customerId, paymentMethodId: id, type: object.type ?? null, brand: card.brand ?? null, expMonth: card.exp_month ?? null, expYear: card.exp_year ?? null, via: type },
+            }),
+          ],
+        });
+        return;
+      }
+      case 'checkout.session': {
+        if (event.type !== 'checkout.session.completed') return;
+        const customerId = idOf(object.customer);
+        if (!customerId) return;
+        const details = (object.customer_details ?? {}) as Obj;
+        const email = typeof details.email === 'string' ? details.email : null;
+        const name = typeof details.name === 'string' ? details.name : null;
+        placeholder(customerId, email, name);
+        identity(customerId, email, name);
+        plan.factSources.push({
+          build: () => [
+            fact({
+              name: 'checkout.completed',
+              dedupe_key: `checkout.completed:${String(object.id)}`,
+              cid: customerId,
+              subject_id: idOf(object.id),
+              properties: { sessionId: object.id, customerId, subscriptionId: idOf(object.subscription), mode: object.mode ?? null, amountTotal: object.amount_total ?? null, currency: object.currency ?? null },
+            }),
+          ],
+        });
+        return;
+      }
+      default:
+        // Stored and acknowledged; nothing to project (unknown types are not errors).
+        return;
+    }
+  });
+  return plan;
+}
+
+function planSubscriptionFacts(
+  plan: Plan,
+  event: StripeEnvelope,
+  row: SubscriptionRow,
+  fact: (f: Omit<FactRow, 'pos' | 'source_id' | 'occurred_at'>) => FactRow,
+  identity: (id: string) => void,
+): void {
+  const props = { subscriptionId: row.id, customerId: row.customerId, status: row.status, mrr: row.mrrMinor, currency: row.currency };
+  const name = SUBSCRIPTION_FACTS[event.type];
+  const previous = event.data.previous_attributes as Obj | undefined;
+  const statusChange = event.type === 'customer.subscription.updated' && previous && typeof previous.status === 'string' && previous.status !== row.status ? previous.status : null;
+  const mayChangeMrr = event.type === 'customer.subscription.updated';
+  if (!name && !statusChange && !mayChangeMrr) return;
+  if (name || statusChange) identity(row.customerId);
+  const pos = plan.subscriptions[plan.subscriptions.length - 1]!.pos;
+  const at = event.created;
+  plan.factSources.push({
+    build: ({ subResults }) => {
+      const out: FactRow[] = [];
+      if (name) {
+        // Created and canceled happen once per subscription (a comeback is a new id); pause,
+        // resume and trial ends can repeat, so their key carries the change's own marker.
+        const marker = name === 'subscription.paused' || name === 'subscription.resumed' ? `:${at}` : name === 'subscription.trial_will_end' ? `:${row.trialEnd ? row.trialEnd.getTime() / 1000 : at}` : '';
+        out.push(
+          fact({
+            name,
+            dedupe_key: `${name}:${row.id}${marker}`,
+            cid: row.customerId,
+            subject_id: row.id,
+            properties:
+              name === 'subscription.canceled'
+                ? {
+                    ...props,
+                    reason: row.cancellationReason,
+                    feedback: row.cancellationFeedback,
+                    comment: row.cancellationComment,
+                    // Stripe ends a subscription for failed payments itself: that churn is involuntary.
+                    voluntary: row.cancellationReason !== 'payment_failed' && row.cancellationReason !== 'payment_disputed',
+                  }
+                : props,
+          }),
+        );
+      }
+      if (statusChange) {
+        out.push(
+          fact({
+            name: 'subscription.status_changed',
+            dedupe_key: `subscription.status_changed:${row.id}:${statusChange}:${row.status}:${at}`,
+            cid: row.customerId,
+            subject_id: row.id,
+            properties: { ...props, from: statusChange, to: row.status },
+          }),
+        );
+      }
+      // An upgrade or downgrade: only when this snapshot was newer than the one we held, and
+      // only within one currency (amounts of different currencies are never compared).
+      const r = subResults.get(pos);
+      if (mayChangeMrr && r?.applied && r.before_mrr !== null && r.before_currency === row.currency && r.before_mrr !== row.mrrMinor) {
+        out.push(
+          fact({
+            name: 'subscription.mrr_changed',
+            dedupe_key: `subscription.mrr_changed:${row.id}:${row.mrrMinor}:${at}`,
+            cid: row.customerId,
+            subject_id: row.id,
+            properties: { ...props, from: r.before_mrr, to: row.mrrMinor, delta: row.mrrMinor - r.before_mrr },
+          }),
+        );
+      }
+      return out;
+    },
   });
 }
 
-function invoiceProperties(inv: InvoiceRow, decline: { declineClass: DeclineClass; declineCode: string | null } | null): Record<string, unknown> {
+/**
+ * Split items into rounds: round k holds the k-th item of each key (in order), so a multi-row
+ * upsert never touches one row twice, and several snapshots of one object in a batch are
+ * applied one after another, exactly as one at a time. Each round is sorted by key (row locks
+ * in a stable order).
+ */
+function rounds<T>(items: T[], key: (item: T) => string): T[][] {
+  const out: T[][] = [];
+  const seen = new Map<string, number>();
+  for (const item of items) {
+    const k = key(item);
+    const n = seen.get(k) ?? 0;
+    seen.set(k, n + 1);
+    (out[n] ??= []).push(item);
+  }
+  for (const round of out) round.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+  return out;
+}
+
+const json = (rows: unknown[]) => JSON.stringify(rows);
+
+function invoiceProperties(inv: InvoiceRow, decline: Decline | null): Record<string, unknown> {
   return {
     invoiceId: inv.id,
     customerId: inv.customerId,
@@ -228,165 +490,303 @@ function invoiceProperties(inv: InvoiceRow, decline: { declineClass: DeclineClas
   };
 }
 
+// ---------------------------------------------------------------------------------------------
+// Customers
+
+async function upsertCustomers(db: Queryable, round: Versioned<CustomerRow & { deleted: boolean }>[], now: Date): Promise<void> {
+  const rows = round.map(({ row: c, created, eventId }) => ({
+    id: c.id,
+    email: c.email,
+    name: c.name,
+    deleted: c.deleted,
+    livemode: c.livemode,
+    default_payment_method: c.defaultPaymentMethod,
+    metadata: c.metadata,
+    version_created: created,
+    version_event_id: eventId,
+  }));
+  await db`
+    insert into customers (id, email, name, deleted, livemode, default_payment_method, metadata, version_created, version_event_id, updated_at)
+    select r.id, r.email, r.name, r.deleted, r.livemode, r.default_payment_method, r.metadata, r.version_created, r.version_event_id, ${now}
+    from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(id text, email text, name text, deleted boolean, livemode boolean,
+      default_payment_method text, metadata jsonb, version_created timestamptz, version_event_id text)
+    order by r.id
+    on conflict (id) do update set
+      email = excluded.email, name = excluded.name, deleted = excluded.deleted, livemode = excluded.livemode,
+      default_payment_method = excluded.default_payment_method, metadata = excluded.metadata,
+      version_created = excluded.version_created, version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
+    where (customers.deleted = false or excluded.deleted)
+      and (excluded.deleted::int, excluded.version_created, excluded.version_event_id)
+        > (customers.deleted::int, customers.version_created, customers.version_event_id)`;
+}
+
 /**
- * What kind of decline an invoice's payment hit. Invoices in current API versions carry no
- * decline detail; it arrives on `charge.failed` / `payment_intent.payment_failed`, which link to
- * the invoice by id (older shapes), by payment intent, or, failing both, by customer and time.
+ * Invoices and subscriptions can arrive before their customer: keep a placeholder row (empty
+ * version) that any real customer snapshot replaces, so emails and links still work.
+ */
+async function ensureCustomers(db: Queryable, placeholders: Map<string, { email: string | null; name: string | null }>, now: Date): Promise<void> {
+  const rows = [...placeholders].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, p]) => ({ id, email: p.email, name: p.name }));
+  await db`
+    insert into customers (id, email, name, version_created, version_event_id, updated_at)
+    select r.id, r.email, r.name, 'epoch', '', ${now}
+    from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(id text, email text, name text)
+    on conflict (id) do update set
+      email = coalesce(customers.email, excluded.email),
+      name = coalesce(customers.name, excluded.name)
+    where customers.version_event_id = ''`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invoices and payment failures
+
+async function upsertInvoices(db: Queryable, round: Versioned<InvoiceRow>[], now: Date): Promise<void> {
+  const rows = round.map(({ row: inv, created, eventId }) => ({
+    id: inv.id,
+    customer_id: inv.customerId,
+    subscription_id: inv.subscriptionId,
+    status: inv.status,
+    currency: inv.currency,
+    amount_due: inv.amountDue,
+    amount_paid: inv.amountPaid,
+    amount_remaining: inv.amountRemaining,
+    attempt_count: inv.attemptCount,
+    next_payment_attempt: inv.nextPaymentAttempt,
+    hosted_invoice_url: inv.hostedInvoiceUrl,
+    billing_reason: inv.billingReason,
+    paid_at: inv.paidAt,
+    stripe_created: inv.stripeCreated,
+    livemode: inv.livemode,
+    version_rank: invoiceStatusRank(inv.status),
+    version_created: created,
+    version_event_id: eventId,
+  }));
+  await db`
+    insert into invoices (
+      id, customer_id, subscription_id, status, currency, amount_due, amount_paid, amount_remaining,
+      attempt_count, next_payment_attempt, hosted_invoice_url, billing_reason, paid_at, stripe_created, livemode,
+      version_rank, version_created, version_attempt, version_event_id, updated_at)
+    select r.id, r.customer_id, r.subscription_id, r.status, r.currency, r.amount_due, r.amount_paid, r.amount_remaining,
+      r.attempt_count, r.next_payment_attempt, r.hosted_invoice_url, r.billing_reason, r.paid_at, r.stripe_created, r.livemode,
+      r.version_rank, r.version_created, r.attempt_count, r.version_event_id, ${now}
+    from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(id text, customer_id text, subscription_id text, status text, currency text,
+      amount_due bigint, amount_paid bigint, amount_remaining bigint, attempt_count int, next_payment_attempt timestamptz,
+      hosted_invoice_url text, billing_reason text, paid_at timestamptz, stripe_created timestamptz, livemode boolean,
+      version_rank int, version_created timestamptz, version_event_id text)
+    order by r.id
+    on conflict (id) do update set
+      customer_id = excluded.customer_id, subscription_id = coalesce(excluded.subscription_id, invoices.subscription_id),
+      status = excluded.status, currency = excluded.currency, amount_due = excluded.amount_due,
+      amount_paid = excluded.amount_paid, amount_remaining = excluded.amount_remaining,
+      attempt_count = greatest(excluded.attempt_count, invoices.attempt_count),
+      next_payment_attempt = excluded.next_payment_attempt, hosted_invoice_url = coalesce(excluded.hosted_invoice_url, invoices.hosted_invoice_url),
+      billing_reason = coalesce(excluded.billing_reason, invoices.billing_reason), paid_at = coalesce(excluded.paid_at, invoices.paid_at),
+      stripe_created = excluded.stripe_created, livemode = excluded.livemode,
+      version_rank = excluded.version_rank, version_created = excluded.version_created,
+      version_attempt = excluded.version_attempt, version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
+    where (excluded.version_rank, excluded.version_created, excluded.version_attempt, excluded.version_event_id)
+        > (invoices.version_rank, invoices.version_created, invoices.version_attempt, invoices.version_event_id)`;
+}
+
+async function insertFailures(db: Queryable, failures: FailureInsert[]): Promise<void> {
+  // In batch order: payment_failures.id breaks ties between failures of the same instant.
+  const rows = failures.map(({ eventId, f, occurredAt }, n) => ({
+    n,
+    stripe_event_id: eventId,
+    customer_id: f.customerId,
+    invoice_id: f.invoiceId,
+    payment_intent_id: f.paymentIntentId,
+    charge_id: f.chargeId,
+    amount: f.amount,
+    currency: f.currency,
+    failure_code: f.failureCode,
+    decline_code: f.declineCode,
+    advice_code: f.adviceCode,
+    decline_class: f.declineClass,
+    message: f.message,
+    occurred_at: occurredAt,
+  }));
+  await db`
+    insert into payment_failures (stripe_event_id, customer_id, invoice_id, payment_intent_id, charge_id, amount, currency,
+                                  failure_code, decline_code, advice_code, decline_class, message, occurred_at)
+    select r.stripe_event_id, r.customer_id, r.invoice_id, r.payment_intent_id, r.charge_id, r.amount, r.currency,
+           r.failure_code, r.decline_code, r.advice_code, r.decline_class, r.message, r.occurred_at
+    from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(stripe_event_id text, customer_id text, invoice_id text,
+      payment_intent_id text, charge_id text, amount bigint, currency text, failure_code text, decline_code text, advice_code text,
+      decline_class text, message text, occurred_at timestamptz, n bigint)
+    order by r.n
+    on conflict (stripe_event_id) do nothing`;
+}
+
+const DECLINE_WINDOW_MS = 15 * 60_000;
+
+/**
+ * What kind of decline an invoice's payment hit (one invoice, read from the database; the
+ * workflow context uses it). The batch does the same look-up for many invoices at once
+ * (lookupDeclines + mergeDeclines).
  */
 export async function invoiceDecline(
   db: Queryable,
   inv: { id: string; customerId: string; paymentIntentId?: string | null },
   around: Date,
-): Promise<{ declineClass: DeclineClass; declineCode: string | null }> {
-  const [row] = await db<{ decline_class: DeclineClass; decline_code: string | null }[]>`
-    select decline_class, coalesce(decline_code, failure_code) as decline_code from payment_failures
-    where decline_class <> 'unknown'
-      and (invoice_id = ${inv.id}
-        or (${inv.paymentIntentId ?? null}::text is not null and payment_intent_id = ${inv.paymentIntentId ?? null})
-        or (invoice_id is null and customer_id = ${inv.customerId}
-            and occurred_at between ${new Date(around.getTime() - 15 * 60_000)} and ${new Date(around.getTime() + 15 * 60_000)}))
-    order by occurred_at desc, id desc
-    limit 1`;
+): Promise<Decline> {
+  const [row] = await lookupDeclines(db, [{ pos: 0, invoiceId: inv.id, customerId: inv.customerId, paymentIntentId: inv.paymentIntentId ?? null, around }]);
   return row ? { declineClass: row.decline_class, declineCode: row.decline_code } : { declineClass: 'unknown', declineCode: null };
 }
 
+
+interface StoredDecline {
+  pos: number;
+  decline_class: DeclineClass;
+  decline_code: string | null;
+  occurred_at: Date;
+}
+
+/**
+ * What kind of decline an invoice's payment hit, as far as the failures stored before this
+ * batch tell. Invoices in current API versions carry no decline detail; it arrives on
+ * `charge.failed` / `payment_intent.payment_failed`, which link to the invoice by id (older
+ * shapes), by payment intent, or, failing both, by customer and time (±15 minutes).
+ */
+async function lookupDeclines(db: Queryable, lookups: DeclineLookup[]): Promise<StoredDecline[]> {
+  const rows = lookups.map((l) => ({ pos: l.pos, invoice_id: l.invoiceId, pi: l.paymentIntentId, customer_id: l.customerId, around: l.around }));
+  return db<StoredDecline[]>`
+    select q.pos, d.decline_class, d.decline_code, d.occurred_at
+    from jsonb_to_recordset(${json(rows)}::text::jsonb) as q(pos int, invoice_id text, pi text, customer_id text, around timestamptz)
+    join lateral (
+      select pf.decline_class, coalesce(pf.decline_code, pf.failure_code) as decline_code, pf.occurred_at from payment_failures pf
+      where pf.decline_class <> 'unknown'
+        and (pf.invoice_id = q.invoice_id
+          or (q.pi is not null and pf.payment_intent_id = q.pi)
+          or (pf.invoice_id is null and pf.customer_id = q.customer_id
+              and pf.occurred_at between q.around - interval '15 minutes' and q.around + interval '15 minutes'))
+      order by pf.occurred_at desc, pf.id desc
+      limit 1) d on true`;
+}
+
+/**
+ * The decline each invoice fact reports: the latest matching failure among those stored before
+ * the batch and the batch's own failures up to and including that event (as if the events had
+ * been projected one by one: a failure later in the batch is not seen by an earlier fact).
+ * Batch failures are newer rows than stored ones, so they win ties on time.
+ */
+function mergeDeclines(plan: Plan, stored: StoredDecline[]): Map<number, Decline> {
+  const best = new Map<number, { at: number; rank: number; d: Decline }>();
+  for (const s of stored) best.set(s.pos, { at: s.occurred_at.getTime(), rank: -1, d: { declineClass: s.decline_class, declineCode: s.decline_code } });
+  if (plan.declineLookups.length > 0) {
+    const known = plan.failures.filter((x) => x.f.declineClass !== 'unknown');
+    for (const q of plan.declineLookups) {
+      const around = q.around.getTime();
+      for (const [rank, x] of known.entries()) {
+        if (x.pos > q.pos) continue;
+        const f = x.f;
+        const at = x.occurredAt.getTime();
+        const match =
+          f.invoiceId === q.invoiceId ||
+          (q.paymentIntentId !== null && f.paymentIntentId === q.paymentIntentId) ||
+          (f.invoiceId === null && f.customerId === q.customerId && Math.abs(at - around) <= DECLINE_WINDOW_MS);
+        if (!match) continue;
+        const cur = best.get(q.pos);
+        if (!cur || at > cur.at || (at === cur.at && rank > cur.rank)) best.set(q.pos, { at, rank, d: { declineClass: f.declineClass, declineCode: f.declineCode ?? f.failureCode } });
+      }
+    }
+  }
+  return new Map([...best].map(([pos, b]) => [pos, b.d]));
+}
+
 // ---------------------------------------------------------------------------------------------
+// Subscriptions
 
-async function projectSubscription(ctx: EventContext, object: Obj): Promise<void> {
-  const sub = parseSubscription(object);
-  if (!sub) return;
-  const status = ctx.event.type === 'customer.subscription.deleted' && sub.status !== 'incomplete_expired' ? 'canceled' : sub.status;
-  const row: SubscriptionRow = { ...sub, status };
-  await ensureCustomer(ctx.db, row.customerId, null, null, ctx.now);
-  const [before] = await ctx.db<{ mrr_minor: number; currency: string; status: string }[]>`
-    select mrr_minor, currency, status from subscriptions where id = ${row.id} for update`;
-  const applied = await ctx.db`
-    insert into subscriptions (
-      id, customer_id, status, currency, mrr_minor, items, trial_start, trial_end, current_period_end,
-      cancel_at_period_end, cancel_at, canceled_at, ended_at, cancellation_reason, cancellation_feedback,
-      cancellation_comment, stripe_created, version_rank, version_created, version_event_id, updated_at)
-    values (
-      ${row.id}, ${row.customerId}, ${row.status}, ${row.currency}, ${row.mrrMinor}, ${JSON.stringify(row.items)}::text::jsonb,
-      ${row.trialStart}, ${row.trialEnd}, ${row.currentPeriodEnd}, ${row.cancelAtPeriodEnd}, ${row.cancelAt},
-      ${row.canceledAt}, ${row.endedAt}, ${row.cancellationReason}, ${row.cancellationFeedback},
-      ${row.cancellationComment}, ${row.stripeCreated}, ${subscriptionStatusRank(row.status)}, ${ctx.created},
-      ${ctx.event.id}, ${ctx.now})
-    on conflict (id) do update set
-      customer_id = excluded.customer_id, status = excluded.status, currency = excluded.currency,
-      mrr_minor = excluded.mrr_minor, items = excluded.items, trial_start = excluded.trial_start,
-      trial_end = excluded.trial_end, current_period_end = excluded.current_period_end,
-      cancel_at_period_end = excluded.cancel_at_period_end, cancel_at = excluded.cancel_at,
-      canceled_at = excluded.canceled_at, ended_at = excluded.ended_at,
-      cancellation_reason = excluded.cancellation_reason, cancellation_feedback = excluded.cancellation_feedback,
-      cancellation_comment = excluded.cancellation_comment, stripe_created = excluded.stripe_created,
-      version_rank = excluded.version_rank, version_created = excluded.version_created,
-      version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
-    where (excluded.version_rank, excluded.version_created, excluded.version_event_id)
-        > (subscriptions.version_rank, subscriptions.version_created, subscriptions.version_event_id)
-    returning id`;
-
-  const props = {
-    subscriptionId: row.id,
-    customerId: row.customerId,
+/**
+ * One round of subscription snapshots. Returns, per event, whether its snapshot was applied
+ * and what the row held before (all CTEs of one statement read the same snapshot, so `before`
+ * sees the rows as they were). The per-customer advisory lock taken at the start of the batch
+ * keeps another projector from changing these rows between that read and the upsert.
+ */
+async function upsertSubscriptions(db: Queryable, round: Versioned<SubscriptionRow>[], now: Date): Promise<SubscriptionOutcome[]> {
+  const rows = round.map(({ pos, row, created, eventId }) => ({
+    pos,
+    id: row.id,
+    customer_id: row.customerId,
     status: row.status,
-    mrr: row.mrrMinor,
     currency: row.currency,
-  };
-  const name = SUBSCRIPTION_FACTS[ctx.event.type];
-  if (name) {
-    await fact(ctx, {
-      name,
-      dedupeKey: `${name}:${row.id}`,
-      stripeCustomerId: row.customerId,
-      subjectId: row.id,
-      properties:
-        name === 'subscription.canceled'
-          ? {
-              ...props,
-              reason: row.cancellationReason,
-              feedback: row.cancellationFeedback,
-              comment: row.cancellationComment,
-              // Stripe ends a subscription for failed payments itself: that churn is involuntary.
-              voluntary: row.cancellationReason !== 'payment_failed' && row.cancellationReason !== 'payment_disputed',
-            }
-          : props,
-    });
-  }
-  if (ctx.event.type === 'customer.subscription.updated') {
-    const previous = ctx.event.data.previous_attributes as Obj | undefined;
-    if (previous && typeof previous.status === 'string' && previous.status !== row.status) {
-      await fact(ctx, {
-        name: 'subscription.status_changed',
-        dedupeKey: `subscription.status_changed:${ctx.event.id}`,
-        stripeCustomerId: row.customerId,
-        subjectId: row.id,
-        properties: { ...props, from: previous.status, to: row.status },
-      });
-    }
-    // An upgrade or downgrade: only when this snapshot was newer than the one we held, and
-    // only within one currency (amounts of different currencies are never compared).
-    if (applied.length > 0 && before && before.currency === row.currency && before.mrr_minor !== row.mrrMinor) {
-      await fact(ctx, {
-        name: 'subscription.mrr_changed',
-        dedupeKey: `subscription.mrr_changed:${ctx.event.id}`,
-        stripeCustomerId: row.customerId,
-        subjectId: row.id,
-        properties: { ...props, from: before.mrr_minor, to: row.mrrMinor, delta: row.mrrMinor - before.mrr_minor },
-      });
-    }
-  }
+    mrr_minor: row.mrrMinor,
+    items: row.items,
+    trial_start: row.trialStart,
+    trial_end: row.trialEnd,
+    current_period_end: row.currentPeriodEnd,
+    cancel_at_period_end: row.cancelAtPeriodEnd,
+    cancel_at: row.cancelAt,
+    canceled_at: row.canceledAt,
+    ended_at: row.endedAt,
+    cancellation_reason: row.cancellationReason,
+    cancellation_feedback: row.cancellationFeedback,
+    cancellation_comment: row.cancellationComment,
+    stripe_created: row.stripeCreated,
+    version_rank: subscriptionStatusRank(row.status),
+    version_created: created,
+    version_event_id: eventId,
+  }));
+  return db<SubscriptionOutcome[]>`
+    with r as (
+      select * from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(pos int, id text, customer_id text, status text, currency text,
+        mrr_minor bigint, items jsonb, trial_start timestamptz, trial_end timestamptz, current_period_end timestamptz,
+        cancel_at_period_end boolean, cancel_at timestamptz, canceled_at timestamptz, ended_at timestamptz,
+        cancellation_reason text, cancellation_feedback text, cancellation_comment text, stripe_created timestamptz,
+        version_rank int, version_created timestamptz, version_event_id text)),
+    before as (select s.id, s.mrr_minor, s.currency from subscriptions s where s.id in (select id from r)),
+    up as (
+      insert into subscriptions (
+        id, customer_id, status, currency, mrr_minor, items, trial_start, trial_end, current_period_end,
+        cancel_at_period_end, cancel_at, canceled_at, ended_at, cancellation_reason, cancellation_feedback,
+        cancellation_comment, stripe_created, version_rank, version_created, version_event_id, updated_at)
+      select id, customer_id, status, currency, mrr_minor, items, trial_start, trial_end, current_period_end,
+        cancel_at_period_end, cancel_at, canceled_at, ended_at, cancellation_reason, cancellation_feedback,
+        cancellation_comment, stripe_created, version_rank, version_created, version_event_id, ${now}
+      from r order by id
+      on conflict (id) do update set
+        customer_id = excluded.customer_id, status = excluded.status, currency = excluded.currency,
+        mrr_minor = excluded.mrr_minor, items = excluded.items, trial_start = excluded.trial_start,
+        trial_end = excluded.trial_end, current_period_end = excluded.current_period_end,
+        cancel_at_period_end = excluded.cancel_at_period_end, cancel_at = excluded.cancel_at,
+        canceled_at = excluded.canceled_at, ended_at = excluded.ended_at,
+        cancellation_reason = excluded.cancellation_reason, cancellation_feedback = excluded.cancellation_feedback,
+        cancellation_comment = excluded.cancellation_comment, stripe_created = excluded.stripe_created,
+        version_rank = excluded.version_rank, version_created = excluded.version_created,
+        version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
+      where (excluded.version_rank, excluded.version_created, excluded.version_event_id)
+          > (subscriptions.version_rank, subscriptions.version_created, subscriptions.version_event_id)
+      returning id)
+    select r.pos, (up.id is not null) as applied, b.mrr_minor as before_mrr, b.currency as before_currency
+    from r left join before b on b.id = r.id left join up on up.id = r.id`;
 }
 
 // ---------------------------------------------------------------------------------------------
+// Facts
 
-async function projectPaymentFailure(ctx: EventContext, object: Obj): Promise<void> {
-  const f = parsePaymentFailure(object);
-  if (!f) return;
-  await ctx.db`
-    insert into payment_failures (stripe_event_id, customer_id, invoice_id, payment_intent_id, charge_id, amount, currency,
-                                  failure_code, decline_code, advice_code, decline_class, message, occurred_at)
-    values (${ctx.event.id}, ${f.customerId}, ${f.invoiceId}, ${f.paymentIntentId}, ${f.chargeId}, ${f.amount}, ${f.currency},
-            ${f.failureCode}, ${f.declineCode}, ${f.adviceCode}, ${f.declineClass}, ${f.message}, ${ctx.created})
-    on conflict (stripe_event_id) do nothing`;
-}
-
-async function projectPaymentMethod(ctx: EventContext, object: Obj): Promise<void> {
-  const customerId = idOf(object.customer);
-  const id = idOf(object.id);
-  if (!customerId || !id) return;
-  const type = ctx.event.type;
-  const name =
-    type === 'payment_method.automatically_updated'
-      ? 'payment_method.automatically_updated'
-      : type === 'payment_method.attached' || type === 'payment_method.updated'
-        ? 'payment_method.updated'
-        : null;
-  if (!name) return;
-  await ensureCustomer(ctx.db, customerId, null, null, ctx.now);
-  const card = (object.card ?? {}) as Obj;
-  await fact(ctx, {
-    name,
-    dedupeKey: `${name}:${ctx.event.id}`,
-    stripeCustomerId: customerId,
-    subjectId: id,
-    // Card brand and expiry only: never numbers or fingerprints.
-    properties: { customerId, paymentMethodId: id, type: object.type ?? null, brand: card.brand ?? null, expMonth: card.exp_month ?? null, expYear: card.exp_year ?? null, via: type },
-  });
-}
-
-async function projectCheckout(ctx: EventContext, object: Obj): Promise<void> {
-  const customerId = idOf(object.customer);
-  if (!customerId) return;
-  const details = (object.customer_details ?? {}) as Obj;
-  const email = typeof details.email === 'string' ? details.email : null;
-  const name = typeof details.name === 'string' ? details.name : null;
-  await ensureCustomer(ctx.db, customerId, email, name, ctx.now);
-  await fact(ctx, {
-    name: 'checkout.completed',
-    dedupeKey: `checkout.completed:${String(object.id)}`,
-    stripeCustomerId: customerId,
-    subjectId: idOf(object.id),
-    customer: { email, name },
-    properties: { sessionId: object.id, customerId, subscriptionId: idOf(object.subscription), mode: object.mode ?? null, amountTotal: object.amount_total ?? null, currency: object.currency ?? null },
-  });
+/**
+ * Every fact of the batch in one insert, in batch order (domain_events.id is the engine's feed
+ * order), each on its customer's contact (set by resolveCustomerContacts just before, in the
+ * same pipeline) and account. Returns the dedupe keys that were new. A constant NOTIFY payload:
+ * Postgres folds identical notifications of one transaction into one at commit.
+ */
+async function insertFacts(db: Queryable, facts: FactRow[], now: Date): Promise<string[]> {
+  const rows = facts.map((f, n) => ({ n, name: f.name, dedupe_key: f.dedupe_key, source_id: f.source_id, cid: f.cid, subject_id: f.subject_id, properties: f.properties, occurred_at: f.occurred_at }));
+  const [inserted] = await Promise.all([
+    db<{ dedupe_key: string }[]>`
+      insert into domain_events
+        (name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, recorded_at)
+      select f.name, 'stripe', f.source_id, f.dedupe_key, c.contact_id,
+             coalesce((select a.id from accounts a where a.stripe_customer_id = f.cid order by a.id limit 1),
+                      (select m.account_id from account_members m where m.contact_id = c.contact_id order by m.joined_at limit 1)),
+             f.cid, f.subject_id, f.properties, f.occurred_at, ${now}
+      from jsonb_to_recordset(${json(rows)}::text::jsonb) as f(name text, dedupe_key text, source_id text, cid text,
+        subject_id text, properties jsonb, occurred_at timestamptz, n bigint)
+      left join customers c on c.id = f.cid
+      order by f.n
+      on conflict (dedupe_key) do nothing
+      returning dedupe_key`,
+    // Sent even when every fact was a duplicate: a spare wake-up costs the engine one empty look.
+    db`select pg_notify(${DOMAIN_EVENT_CHANNEL}, '')`,
+  ]);
+  return inserted.map((r) => r.dedupe_key);
 }
