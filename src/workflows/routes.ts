@@ -199,6 +199,8 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
     {
       schema: {
         summary: 'Simulate a workflow on a profile and a timeline (virtual clock; nothing is sent or stored)',
+        description:
+          'Runs the stored definition, or `definition` (checked like a PUT: 400 invalid_definition with every problem), with the same pure functions as the engine. The send policy is this instance\'s (FREQUENCY_CAP, QUIET_HOURS) unless `policy` overrides it; the answer echoes the policy it assumed.',
         tags: ['workflows'],
         security,
         params: KeyParams,
