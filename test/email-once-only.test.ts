@@ -29,7 +29,7 @@ let queued = 0;
 async function queue(svc: Built, count: number, clock: ManualClock): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < count; i++) {
-    const id = `once-${++queued}`;
+    const id = `once-${String(++queued).padStart(5, "0")}`;
     ids.push(id);
     // Distinct created_at, in queue order: the claim takes the oldest first.
     const at = new Date(clock.now().getTime() - 1000 + ids.length);
@@ -40,11 +40,22 @@ async function queue(svc: Built, count: number, clock: ManualClock): Promise<str
   return ids;
 }
 
-/** The real Resend SDK transport, with fault points a test controls. */
-function faultyTransport(fake: FakeResend) {
+type Fault = 'crash-before' | 'crash-after' | 'hold';
+
+/**
+ * The real Resend SDK transport, with fault points a test controls: `crash-before` (the sender
+ * dies before its request leaves), `crash-after` (the provider accepted, the sender died before
+ * recording), `hold` (the request waits until `release()`, then goes: a stalled sender).
+ * `stopped` resolves when a fault took effect, so a test knows this "process" is gone or stuck.
+ */
+function faultyTransport(fake: FakeResend, ...initial: Fault[]) {
   const real = createResendTransport({ apiKey: 're_test_key', baseUrl: fake.url });
-  const faults: ('crash-before' | 'crash-after')[] = [];
+  const faults: Fault[] = [...initial];
   let calls = 0;
+  let signal: () => void = () => {};
+  const stopped = new Promise<void>((r) => (signal = r));
+  let release: () => void = () => {};
+  const released = new Promise<void>((r) => (release = r));
   const transport: EmailTransport = {
     name: 'resend',
     async send(emails, key) {
@@ -52,13 +63,23 @@ function faultyTransport(fake: FakeResend) {
       const fault = faults.shift();
       // A crash: this sender never hears back and never records anything (kill -9). The promise
       // stays pending, as the dead process's work would.
-      if (fault === 'crash-before') return new Promise(() => {});
+      if (fault === 'crash-before') {
+        signal();
+        return new Promise(() => {});
+      }
+      if (fault === 'hold') {
+        signal();
+        await released;
+      }
       const outcome = await real.send(emails, key);
-      if (fault === 'crash-after') return new Promise(() => {});
+      if (fault === 'crash-after') {
+        signal();
+        return new Promise(() => {});
+      }
       return outcome;
     },
   };
-  return { transport, faults, calls: () => calls };
+  return { transport, faults, calls: () => calls, stopped, release: () => release() };
 }
 
 function sender(svc: Built, transport: EmailTransport, clock: ManualClock, retry?: Partial<RetryPolicy>): EmailSender {
@@ -124,4 +145,154 @@ test('regression: a batch whose sender died after the provider accepted it is re
   assert.deepEqual(rows.map((r) => r.status), ['sent', 'sent', 'sent']);
   const events = await svc.sql<{ n: number }[]>`select count(*)::int as n from message_events where status = 'sent'`;
   assert.equal(events[0]!.n, 3, 'one sent event per message');
+});
+
+const resendTransport = (fake: FakeResend) => createResendTransport({ apiKey: 're_test_key', baseUrl: fake.url });
+const idsIn = (body: unknown) => (body as { headers: Record<string, string> }[]).map((e) => e.headers['X-Lifeline-Message-Id']);
+
+async function statuses(svc: Built, ids: string[]) {
+  const rows = await svc.sql<{ id: string; status: string; status_reason: string | null }[]>`select id, status, status_reason from messages where id = any(${ids}::text[]) order by id`;
+  return rows;
+}
+async function timeline(svc: Built, id: string): Promise<string[]> {
+  return (await svc.sql<{ status: string }[]>`select status from message_events where message_id = ${id} order by id`).map((e) => e.status);
+}
+
+test('a sender that died before its request left: the persisted batch is re-sent as it was, new mail goes in a batch of its own', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const first = await queue(svc, 2, clock);
+  const a = faultyTransport(fake, 'crash-before');
+  void sender(svc, a.transport, clock).sendPending();
+  await a.stopped;
+  assert.equal(fake.requests.length, 0);
+  const [persisted] = await svc.sql<{ idempotency_key: string; message_ids: string[] }[]>`select idempotency_key, message_ids from email_batches`;
+  assert.deepEqual(persisted!.message_ids, first, 'the batch was persisted before the provider call');
+
+  const later = await queue(svc, 1, clock);
+  clock.advance(PAST_CLAIM_MS);
+  await sender(svc, resendTransport(fake), clock).sendPending();
+  assert.equal(fake.requests.length, 2);
+  assert.equal(fake.requests[0]!.headers['idempotency-key'], persisted!.idempotency_key);
+  assert.deepEqual(idsIn(fake.requests[0]!.body), first, 'same members, same order');
+  assert.equal(fake.requests[1]!.headers['idempotency-key'], later[0], 'the new message alone, keyed by its id');
+  const counts = deliveries(fake);
+  for (const id of [...first, ...later]) assert.equal(counts.get(id), 1);
+  const [batch] = await svc.sql`select status, lease, attempts from email_batches where idempotency_key = ${persisted!.idempotency_key}`;
+  assert.deepEqual({ ...batch }, { status: 'sent', lease: 2, attempts: 2 }, 'taken over once; the unanswered attempt counts');
+});
+
+test('fencing: a stalled sender whose batch was taken over cannot record its (different) outcome over the new holder', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 2, clock);
+  const a = faultyTransport(fake, 'hold');
+  const stalled = sender(svc, a.transport, clock).sendPending();
+  await a.stopped;
+  clock.advance(PAST_CLAIM_MS);
+  await sender(svc, resendTransport(fake), clock).sendPending();
+  assert.deepEqual((await statuses(svc, ids)).map((r) => r.status), ['sent', 'sent']);
+
+  // The stalled request finally leaves and is refused; its sender would mark both failed.
+  fake.script({ status: 422 });
+  a.release();
+  await stalled;
+  assert.deepEqual((await statuses(svc, ids)).map((r) => r.status), ['sent', 'sent'], 'the old holder recorded nothing');
+  for (const id of ids) assert.deepEqual(await timeline(svc, id), ['sent']);
+  const [batch] = await svc.sql`select status, lease from email_batches`;
+  assert.deepEqual({ ...batch }, { status: 'sent', lease: 2 });
+  for (const id of ids) assert.equal(deliveries(fake).get(id), 1);
+});
+
+test('bounded failures: after maxAttempts failed requests the batch is dead (reason, event), not retried; replay sends it once', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 2, clock);
+  fake.script({ status: 500 }, { status: 500 }, { status: 500 });
+  const s = sender(svc, resendTransport(fake), clock, { maxAttempts: 3 });
+  const totals = await s.sendPending();
+  assert.deepEqual(totals, { sent: 0, failed: 2, skipped: 0, requeued: 0 });
+  const rows = await statuses(svc, ids);
+  assert.deepEqual(rows.map((r) => r.status), ['dead', 'dead']);
+  assert.match(rows[0]!.status_reason ?? '', /3 failed attempts/);
+  assert.deepEqual(await timeline(svc, ids[0]!), ['dead']);
+  const [batch] = await svc.sql`select status, attempts from email_batches`;
+  assert.deepEqual({ ...batch }, { status: 'dead', attempts: 3 });
+  clock.advance(3 * 3_600_000);
+  await s.sendPending();
+  assert.equal(fake.requests.length, 3, 'a dead batch is not retried');
+
+  assert.deepEqual((await replayDeadMessages(svc.sql, [...ids, 'not-a-message'], clock.now())).sort(), [...ids].sort());
+  assert.deepEqual(await replayDeadMessages(svc.sql, ids, clock.now()), [], 'only dead messages are replayed');
+  await s.sendPending();
+  assert.deepEqual((await statuses(svc, ids)).map((r) => r.status), ['sent', 'sent']);
+  assert.deepEqual(await timeline(svc, ids[0]!), ['dead', 'queued', 'sent']);
+  for (const id of ids) assert.equal(deliveries(fake).get(id), 1);
+});
+
+test('bounded 429s: a batch the provider keeps rate-limiting goes dead after maxRateLimited answers', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 1, clock);
+  fake.script({ status: 429, headers: { 'retry-after': '1' } }, { status: 429, headers: { 'retry-after': '1' } });
+  await sender(svc, resendTransport(fake), clock, { maxRateLimited: 2 }).sendPending();
+  const [row] = await statuses(svc, ids);
+  assert.equal(row!.status, 'dead');
+  assert.match(row!.status_reason ?? '', /rate limited 2 times/);
+  assert.equal(fake.requests.length, 2);
+  const [batch] = await svc.sql`select status, attempts, rate_limited from email_batches`;
+  assert.deepEqual({ ...batch }, { status: 'dead', attempts: 2, rate_limited: 2 });
+});
+
+test('a batch handed back after failures waits for its not-before time, then goes again as the same batch', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 2, clock);
+  fake.script({ status: 500 }, { status: 500 });
+  const s = sender(svc, resendTransport(fake), clock, { triesBeforeRequeue: 2 });
+  assert.equal((await s.sendPending()).requeued, 2);
+  const rows = await statuses(svc, ids);
+  assert.deepEqual(rows.map((r) => r.status), ['queued', 'queued']);
+  assert.match(rows[0]!.status_reason ?? '', /retrying after/);
+  const more = await queue(svc, 1, clock);
+  await s.sendPending(); // not due yet: only the new message goes (alone: never mixed into the batch)
+  assert.equal(fake.requests.length, 3);
+  assert.deepEqual(idsIn([fake.requests[2]!.body]), more);
+  clock.advance(61_000);
+  await s.sendPending();
+  assert.equal(fake.requests.length, 4);
+  assert.equal(new Set([0, 1, 3].map((i) => fake.requests[i]!.headers['idempotency-key'])).size, 1, 'one key for every try of the batch');
+  assert.deepEqual(idsIn(fake.requests[3]!.body), ids);
+  for (const id of [...ids, ...more]) assert.equal(deliveries(fake).get(id), 1);
+});
+
+test('the provider says the key was used with another payload: dead (probably sent), never re-sent under a new key', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 2, clock);
+  fake.script({ status: 409, body: { statusCode: 409, name: 'invalid_idempotent_request', message: 'Same idempotency key used with a different request payload.' } });
+  await sender(svc, resendTransport(fake), clock).sendPending();
+  const rows = await statuses(svc, ids);
+  assert.deepEqual(rows.map((r) => r.status), ['dead', 'dead']);
+  assert.match(rows[0]!.status_reason ?? '', /different payload/);
+  assert.equal(fake.requests.length, 1);
+});
+
+test('a batch older than the provider idempotency window is not re-sent blindly: dead', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 2, clock);
+  const a = faultyTransport(fake, 'crash-before');
+  void sender(svc, a.transport, clock).sendPending();
+  await a.stopped;
+  clock.advance(24 * 3_600_000);
+  await sender(svc, resendTransport(fake), clock).sendPending();
+  assert.equal(fake.requests.length, 0);
+  const rows = await statuses(svc, ids);
+  assert.deepEqual(rows.map((r) => r.status), ['dead', 'dead']);
+  assert.match(rows[0]!.status_reason ?? '', /idempotency window/);
+});
+
+test('a message whose senders keep dying before a batch is formed goes dead instead of being claimed forever', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 1, clock);
+  await svc.sql`update messages set attempts = 3`; // claimed three times already, never batched
+  await sender(svc, resendTransport(fake), clock, { maxAttempts: 3 }).sendPending();
+  const [row] = await statuses(svc, ids);
+  assert.equal(row!.status, 'dead');
+  assert.match(row!.status_reason ?? '', /claimed 4 times/);
+  assert.equal(fake.requests.length, 0);
 });
