@@ -25,6 +25,8 @@ export interface FakeResend {
   /** emails accepted, by Idempotency-Key-aware logic (a replayed key returns the same ids) */
   accepted: { id: string; to: string; subject: string; headers: Record<string, string>; html: string; text: string; idempotencyKey: string | null }[];
   script(...answers: ScriptedAnswer[]): void;
+  /** drops scripted answers not used yet */
+  clearScript(): void;
   close(): Promise<void>;
 }
 
@@ -134,6 +136,7 @@ export async function startFakeResend(options: {
     requests,
     accepted,
     script: (...answers) => scripted.push(...answers),
+    clearScript: () => void scripted.splice(0),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
