@@ -8,8 +8,34 @@ export interface ContactRow {
   email: string | null;
   stripe_customer_id: string | null;
   traits: Record<string, unknown>;
+  /** per trait, when the message that set it happened (ISO); see lifeline_newer in migration 0005 */
+  trait_times?: Record<string, string>;
   created_at: Date;
   updated_at: Date;
+}
+
+/** The time of every key of a trait patch: the time of the message that carried it. */
+export function traitTimes(traits: Record<string, unknown>, at: Date | null): Record<string, string> {
+  if (!at) return {};
+  const iso = at.toISOString();
+  const times: Record<string, string> = {};
+  for (const key of Object.keys(traits)) times[key] = iso;
+  return times;
+}
+
+/**
+ * Transaction-scoped advisory locks on identity keys ('user:…', 'anon:…', 'email:…',
+ * 'customer:…'; the customer key is contactForCustomer's), taken in one statement in sorted
+ * order. Every inbox batch takes the keys of everything it may touch before any row lock, so
+ * two batches (two lanes, two instances, a Stripe and a product batch) never wait on each other
+ * in a cycle: the one that comes second waits at its first statement, holding nothing.
+ */
+export async function lockIdentities(db: Queryable, keys: Iterable<string>): Promise<void> {
+  const sorted = [...new Set(keys)].sort();
+  if (sorted.length === 0) return;
+  await db`
+    select count(pg_advisory_xact_lock(hashtext(k.key)))
+    from unnest(${sorted}::text[]) with ordinality as k(key, n)`;
 }
 
 const asText = (v: unknown): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
@@ -34,9 +60,12 @@ export async function upsertContact(
   identity: { userId: string | null; anonymousId: string | null },
   traits: Record<string, unknown>,
   now: Date,
+  /** when the message carrying `traits` happened: an older message never overwrites a newer trait */
+  traitsAt: Date | null = null,
 ): Promise<ContactRow> {
   const { email, stripeCustomerId } = identityTraits(traits);
   const patch = JSON.stringify(traits);
+  const times = JSON.stringify(traitTimes(traits, traitsAt));
   let existing: ContactRow | undefined;
   let others: ContactRow[] = [];
   if (identity.userId) {
@@ -78,21 +107,25 @@ export async function upsertContact(
       update contacts set
         user_id = coalesce(user_id, ${identity.userId}),
         anonymous_id = coalesce(anonymous_id, ${identity.anonymousId}),
-        email = coalesce(${email}, email),
+        email = case when lifeline_newer(trait_times, ${patch}::text::jsonb, ${times}::text::jsonb) ? 'email' or trait_times->>'email' is null
+                     then coalesce(${email}, email) else email end,
         stripe_customer_id = coalesce(${stripeCustomerId}, stripe_customer_id),
-        traits = traits || ${patch}::text::jsonb,
+        traits = traits || lifeline_newer(trait_times, ${patch}::text::jsonb, ${times}::text::jsonb),
+        trait_times = trait_times || lifeline_newer(trait_times, ${times}::text::jsonb, ${times}::text::jsonb),
         updated_at = ${now}
       where id = ${existing.id}
       returning *`;
   } else {
     // on conflict: a concurrent worker created the same user a moment ago; merge into it.
     [row] = await db<ContactRow[]>`
-      insert into contacts (user_id, anonymous_id, email, stripe_customer_id, traits, created_at, updated_at)
-      values (${identity.userId}, ${identity.anonymousId}, ${email}, ${stripeCustomerId}, ${patch}::text::jsonb, ${now}, ${now})
+      insert into contacts (user_id, anonymous_id, email, stripe_customer_id, traits, trait_times, created_at, updated_at)
+      values (${identity.userId}, ${identity.anonymousId}, ${email}, ${stripeCustomerId}, ${patch}::text::jsonb, ${times}::text::jsonb, ${now}, ${now})
       on conflict (user_id) do update set
-        email = coalesce(excluded.email, contacts.email),
+        email = case when lifeline_newer(contacts.trait_times, excluded.traits, excluded.trait_times) ? 'email' or contacts.trait_times->>'email' is null
+                     then coalesce(excluded.email, contacts.email) else contacts.email end,
         stripe_customer_id = coalesce(excluded.stripe_customer_id, contacts.stripe_customer_id),
-        traits = contacts.traits || excluded.traits,
+        traits = contacts.traits || lifeline_newer(contacts.trait_times, excluded.traits, excluded.trait_times),
+        trait_times = contacts.trait_times || lifeline_newer(contacts.trait_times, excluded.trait_times, excluded.trait_times),
         updated_at = excluded.updated_at
       returning *`;
   }
@@ -125,12 +158,16 @@ async function mergeContact(db: Queryable, into: ContactRow, from: ContactRow, n
   await db`update scheduled_entries set contact_id = ${into.id} where contact_id = ${from.id}
            and not exists (select 1 from scheduled_entries s where s.contact_id = ${into.id} and s.workflow_key = scheduled_entries.workflow_key and s.trait_value = scheduled_entries.trait_value)`;
   await db`delete from contacts where id = ${from.id}`;
+  // Traits: per trait the newer value by message time; untimed keys of `from` only fill gaps.
   const [row] = await db<ContactRow[]>`
     update contacts set
       anonymous_id = coalesce(anonymous_id, ${from.anonymous_id}),
       email = coalesce(email, ${from.email}),
       stripe_customer_id = coalesce(stripe_customer_id, ${from.stripe_customer_id}),
-      traits = ${JSON.stringify(from.traits ?? {})}::text::jsonb || traits,
+      traits = (${JSON.stringify(from.traits ?? {})}::text::jsonb || traits)
+        || lifeline_newer(trait_times, ${JSON.stringify(from.traits ?? {})}::text::jsonb, ${JSON.stringify(from.trait_times ?? {})}::text::jsonb),
+      trait_times = (${JSON.stringify(from.trait_times ?? {})}::text::jsonb || trait_times)
+        || lifeline_newer(trait_times, ${JSON.stringify(from.trait_times ?? {})}::text::jsonb, ${JSON.stringify(from.trait_times ?? {})}::text::jsonb),
       created_at = least(created_at, ${from.created_at}),
       updated_at = ${now}
     where id = ${into.id}
@@ -145,7 +182,10 @@ async function mergeContact(db: Queryable, into: ContactRow, from: ContactRow, n
  */
 async function linkContactToCustomers(db: Queryable, contact: ContactRow): Promise<string | null> {
   if (contact.stripe_customer_id) {
-    await db`update customers set contact_id = ${contact.id} where id = ${contact.stripe_customer_id} and contact_id is distinct from ${contact.id}`;
+    // A try-lock on the customer's key: a Stripe batch that holds it links the contact itself;
+    // waiting here (after row locks) could close a cycle with it.
+    await db`update customers set contact_id = ${contact.id} where id = ${contact.stripe_customer_id} and contact_id is distinct from ${contact.id}
+             and pg_try_advisory_xact_lock(hashtext('customer:' || id))`;
     return contact.stripe_customer_id;
   }
   if (contact.email) {
@@ -153,6 +193,7 @@ async function linkContactToCustomers(db: Queryable, contact: ContactRow): Promi
       update customers set contact_id = ${contact.id}
       where lower(email) = lower(${contact.email}) and (contact_id is null or contact_id in (
         select id from contacts where user_id is null and id <> ${contact.id}))
+        and pg_try_advisory_xact_lock(hashtext('customer:' || id))
       returning id`;
     if (linked.length === 1) {
       const [row] = await db<{ stripe_customer_id: string | null }[]>`
@@ -203,17 +244,81 @@ export async function contactForCustomer(
   return contactId;
 }
 
-export async function upsertAccount(db: Queryable, groupId: string, traits: Record<string, unknown>, now: Date): Promise<{ id: number; traits: Record<string, unknown> }> {
-  const { stripeCustomerId } = identityTraits(traits);
-  const [row] = await db<{ id: number; traits: Record<string, unknown> }[]>`
-    insert into accounts (group_id, stripe_customer_id, traits, created_at, updated_at)
-    values (${groupId}, ${stripeCustomerId}, ${JSON.stringify(traits)}::text::jsonb, ${now}, ${now})
-    on conflict (group_id) do update set
-      stripe_customer_id = coalesce(excluded.stripe_customer_id, accounts.stripe_customer_id),
-      traits = accounts.traits || excluded.traits,
-      updated_at = excluded.updated_at
-    returning id, traits`;
+/**
+ * The account of a group id, created if missing. With traits (a `group` call), they are merged
+ * per trait by message time and the row is locked; without, an existing account is only read
+ * (a track event must not lock an account its co-workers' events share).
+ */
+export async function upsertAccount(db: Queryable, groupId: string, traits: Record<string, unknown>, now: Date, traitsAt: Date | null = null): Promise<{ id: number; traits: Record<string, unknown> }> {
+  const ids = await ensureAccounts(db, [groupId], now);
+  if (Object.keys(traits).length > 0) await patchAccounts(db, [{ groupId, traits, times: traitTimes(traits, traitsAt) }], now);
+  const [row] = await db<{ id: number; traits: Record<string, unknown> }[]>`select id, traits from accounts where id = ${ids.get(groupId)!}`;
   return row!;
+}
+
+/**
+ * Accounts for many group ids: missing ones created (sorted, one statement, so two batches
+ * creating the same accounts wait in one order), existing ones only read. Returns group id → id.
+ */
+export async function ensureAccounts(db: Queryable, groupIds: string[], now: Date): Promise<Map<string, number>> {
+  const sorted = [...new Set(groupIds)].sort();
+  if (sorted.length === 0) return new Map();
+  await db`
+    insert into accounts (group_id, traits, created_at, updated_at)
+    select g, '{}'::jsonb, ${now}, ${now} from unnest(${sorted}::text[]) with ordinality as x(g, n) order by n
+    on conflict (group_id) do nothing`;
+  const rows = await db<{ id: number; group_id: string }[]>`select id, group_id from accounts where group_id = any(${sorted}::text[])`;
+  return new Map(rows.map((r) => [r.group_id, r.id]));
+}
+
+/**
+ * Account traits from many `group` calls at once: per account, per trait, the value of the
+ * latest message wins (also against what is stored). Rows are locked in group id order first.
+ */
+export async function patchAccounts(db: Queryable, patches: { groupId: string; traits: Record<string, unknown>; times: Record<string, string> }[], now: Date): Promise<void> {
+  if (patches.length === 0) return;
+  const sorted = [...patches].sort((a, b) => (a.groupId < b.groupId ? -1 : a.groupId > b.groupId ? 1 : 0));
+  // FOR NO KEY UPDATE (what the UPDATE takes): it does not conflict with the key-share lock a
+  // membership insert takes on its account (foreign key), so members can be added meanwhile.
+  await db`select id from accounts where group_id = any(${sorted.map((p) => p.groupId)}::text[]) order by group_id for no key update`;
+  await db`
+    update accounts a set
+      stripe_customer_id = coalesce(p.customer, a.stripe_customer_id),
+      traits = a.traits || lifeline_newer(a.trait_times, p.traits::jsonb, p.times::jsonb),
+      trait_times = a.trait_times || lifeline_newer(a.trait_times, p.times::jsonb, p.times::jsonb),
+      updated_at = ${now}
+    from unnest(${sorted.map((p) => p.groupId)}::text[], ${sorted.map((p) => JSON.stringify(p.traits))}::text[],
+                ${sorted.map((p) => JSON.stringify(p.times))}::text[], ${sorted.map((p) => identityTraits(p.traits).stripeCustomerId)}::text[])
+      as p(group_id, traits, times, customer)
+    where a.group_id = p.group_id`;
+}
+
+/**
+ * Identify traits for many existing contacts at once (the batch path's common case: no identity
+ * change), merged per trait by message time like upsertContact.
+ */
+export async function patchContacts(db: Queryable, patches: { id: number; traits: Record<string, unknown>; times: Record<string, string> }[], now: Date): Promise<void> {
+  if (patches.length === 0) return;
+  const sorted = [...patches].sort((a, b) => a.id - b.id);
+  await db`
+    update contacts c set
+      traits = c.traits || lifeline_newer(c.trait_times, p.traits::jsonb, p.times::jsonb),
+      trait_times = c.trait_times || lifeline_newer(c.trait_times, p.times::jsonb, p.times::jsonb),
+      updated_at = ${now}
+    from unnest(${sorted.map((p) => p.id)}::bigint[], ${sorted.map((p) => JSON.stringify(p.traits))}::text[], ${sorted.map((p) => JSON.stringify(p.times))}::text[])
+      as p(id, traits, times)
+    where c.id = p.id`;
+}
+
+/** Memberships for many (account, contact) pairs, in a stable order. */
+export async function addAccountMembers(db: Queryable, pairs: { accountId: number; contactId: number }[], now: Date): Promise<void> {
+  if (pairs.length === 0) return;
+  const sorted = [...new Map(pairs.map((p) => [`${p.accountId}:${p.contactId}`, p])).values()].sort((a, b) => a.accountId - b.accountId || a.contactId - b.contactId);
+  await db`
+    insert into account_members (account_id, contact_id, joined_at)
+    select a, c, ${now} from unnest(${sorted.map((p) => p.accountId)}::bigint[], ${sorted.map((p) => p.contactId)}::bigint[]) with ordinality as x(a, c, n)
+    order by n
+    on conflict do nothing`;
 }
 
 export async function addAccountMember(db: Queryable, accountId: number, contactId: number, now: Date): Promise<void> {

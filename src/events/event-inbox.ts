@@ -1,6 +1,8 @@
 // SQL for the product-event inbox: messages are stored as received (deduplicated by
 // messageId) and turned into contacts, accounts and timeline events by the worker.
 import type { Sql } from '../db/connection.ts';
+import type { QueueSpec } from '../work/work-queue.ts';
+import { INBOX_CHANNEL } from '../stripe/event-inbox.ts';
 
 export interface InboxMessage {
   messageId: string;
@@ -43,3 +45,18 @@ export async function storeProductEvents(sql: Sql, messages: InboxMessage[], rec
       returning message_id`;
   return new Set(rows.map((r) => r.message_id));
 }
+
+/** The product inbox as a work queue: partitioned by user (else anonymous id; migration 0005), in arrival order. */
+export const PRODUCT_QUEUE = {
+  name: 'product_events',
+  table: 'product_events',
+  idType: 'bigint',
+  order: 'id',
+  columns: 'id, message_id, kind, user_id, anonymous_id, group_id, event, properties, traits, timestamp, attempts',
+  doneColumn: 'processed_at',
+  partitions: 32,
+  maxAttempts: 10,
+  backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
+  leaseMs: 60_000,
+  channel: INBOX_CHANNEL,
+} as const satisfies QueueSpec;

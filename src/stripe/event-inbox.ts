@@ -1,5 +1,6 @@
 // SQL for the Stripe inbox: the verified event, stored verbatim once, is the work item.
-import type { Sql } from '../db/connection.ts';
+import type { Queryable, Sql } from '../db/connection.ts';
+import type { QueueSpec } from '../work/work-queue.ts';
 
 export const INBOX_CHANNEL = 'lifeline_inbox';
 
@@ -37,4 +38,51 @@ export async function storeStripeEvent(sql: Sql, event: StripeEnvelope, rawBody:
       on conflict (id) do update set deliveries = stripe_events.deliveries + 1
       returning (xmax = 0) as inserted`;
   return rows[0]?.inserted ?? false;
+}
+
+/** The Stripe inbox as a work queue: partitioned by customer (migration 0005), oldest event first. */
+export const STRIPE_QUEUE = {
+  name: 'stripe_events',
+  table: 'stripe_events',
+  idType: 'text',
+  order: 'created, id',
+  columns: 'id, payload, attempts, customer_id',
+  doneColumn: 'processed_at',
+  partitions: 32,
+  maxAttempts: 10,
+  backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
+  leaseMs: 60_000,
+  channel: INBOX_CHANNEL,
+} as const satisfies QueueSpec;
+
+export interface StripeInboxRow {
+  id: string;
+  payload: StripeEnvelope;
+  attempts: number;
+  customer_id: string | null;
+}
+
+/**
+ * The identity keys a Stripe batch locks before projecting (see lockIdentities): its customers,
+ * and the emails by which their contacts may be found (the payload's and the stored customer's).
+ */
+export async function stripeIdentityKeys(db: Queryable, rows: StripeInboxRow[]): Promise<Set<string>> {
+  const keys = new Set<string>();
+  const customers = new Set<string>();
+  const text = (v: unknown) => (typeof v === 'string' && v.trim() !== '' ? v.trim().toLowerCase() : null);
+  for (const row of rows) {
+    if (row.customer_id) {
+      keys.add(`customer:${row.customer_id}`);
+      customers.add(row.customer_id);
+    }
+    const object = row.payload.data.object as Record<string, unknown>;
+    for (const email of [text(object.customer_email), object.object === 'customer' ? text(object.email) : null]) {
+      if (email) keys.add(`email:${email}`);
+    }
+  }
+  if (customers.size > 0) {
+    const stored = await db<{ email: string | null }[]>`select email from customers where id = any(${[...customers]}::text[]) and email is not null`;
+    for (const c of stored) keys.add(`email:${c.email!.trim().toLowerCase()}`);
+  }
+  return keys;
 }

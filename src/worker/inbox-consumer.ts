@@ -1,22 +1,31 @@
-// Drains the two inboxes (Stripe events, product events) into domain state. The stored row is
-// the work item: workers claim batches with FOR UPDATE SKIP LOCKED, so many instances share
-// the work without a queue write in the HTTP path. A NOTIFY from the insert wakes a worker at
-// once; a slow poll is the safety net for a missed notification.
+// Drains the two inboxes (Stripe events, product events) into domain state, through the shared
+// work queue (src/work/work-queue.ts): each lane leases one partition (the events of some Stripe
+// customers, or of some users) at a time, so the events of one key are processed in order and
+// never by two lanes at once, across instances too; different partitions run in parallel. A
+// batch takes the advisory keys of every identity it may touch first (sorted), then works
+// set-based, so lanes cannot deadlock. NOTIFY wakes the loop at once; a 1 s poll is the net.
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import type { Sql, Tx } from '../db/connection.ts';
-import { INBOX_CHANNEL, type StripeEnvelope } from '../stripe/event-inbox.ts';
-import { projectStripeEvent } from '../stripe/projector.ts';
-import { processProductEvent, type ProductEventRow } from '../events/processor.ts';
+import { lockIdentities } from '../contacts/contact-store.ts';
+import { INBOX_CHANNEL, STRIPE_QUEUE, stripeIdentityKeys, type StripeInboxRow } from '../stripe/event-inbox.ts';
+import { projectStripeBatch, projectStripeEvent } from '../stripe/projector.ts';
+import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
+import { processProductBatch, processProductEvent, productIdentityKeys, type ProductEventRow } from '../events/processor.ts';
+import { createBackgroundLoop } from '../work/background-loop.ts';
+import { createWorkQueue, failureText, LeaseLostError, type BatchReport, type WorkQueue } from '../work/work-queue.ts';
 
 export interface InboxConsumerOptions {
   batchSize?: number;
   pollIntervalMs?: number;
-  /** retry delay after a failed processing attempt, grows linearly with attempts (capped) */
+  /** first retry delay after a failed attempt; doubles per attempt (capped at 15 min) */
   retryDelayMs?: number;
+  /** attempts before an event is parked as a dead letter */
   maxAttempts?: number;
-  /** batches processed in parallel by this instance (rows are partitioned by SKIP LOCKED) */
+  /** lanes of this instance (each holds one partition at a time) */
   concurrency?: number;
+  /** how long a lane's claim on a partition lasts without a transaction holding it */
+  leaseMs?: number;
 }
 
 export interface InboxConsumer {
@@ -24,151 +33,100 @@ export interface InboxConsumer {
   drain(): Promise<number>;
   start(): Promise<void>;
   stop(): Promise<void>;
+  readonly queues: { stripe: WorkQueue; product: WorkQueue };
 }
 
 export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logger }, options: InboxConsumerOptions = {}): InboxConsumer {
   const batchSize = options.batchSize ?? 100;
-  const pollIntervalMs = options.pollIntervalMs ?? 1000;
-  const retryDelayMs = options.retryDelayMs ?? 5000;
-  const maxAttempts = options.maxAttempts ?? 10;
   const concurrency = options.concurrency ?? 4;
   const { sql, clock, logger } = deps;
-
-  let running = false;
-  let stopping = false;
-  let draining: Promise<number> | null = null;
-  let again = false;
-  let timer: NodeJS.Timeout | null = null;
-  let unlisten: (() => Promise<void>) | null = null;
-
-  const failure = (err: unknown) => (err instanceof Error ? err.message : String(err)).slice(0, 500);
-  const retryAt = (attempts: number) => new Date(clock.now().getTime() + retryDelayMs * Math.min(attempts, 12));
+  const tune = <S extends typeof STRIPE_QUEUE | typeof PRODUCT_QUEUE>(spec: S) => ({
+    ...spec,
+    maxAttempts: options.maxAttempts ?? spec.maxAttempts,
+    backoff: { baseMs: options.retryDelayMs ?? spec.backoff.baseMs, maxMs: spec.backoff.maxMs },
+    leaseMs: options.leaseMs ?? spec.leaseMs,
+  });
+  const stripe = createWorkQueue({ sql, clock }, tune(STRIPE_QUEUE));
+  const product = createWorkQueue({ sql, clock }, tune(PRODUCT_QUEUE));
 
   /**
-   * One batch of one inbox, in one transaction: claim rows, process each in a savepoint (a
-   * failure keeps the row with its error and a retry time), then mark the successes at once.
+   * The batch set-based in a savepoint; if it fails, one event at a time, each in its own
+   * savepoint, so one bad event is retried (and eventually parked) while the others commit.
    */
-  async function processBatch<Row extends { id: string | number; attempts: number }>(inbox: {
-    table: 'stripe_events' | 'product_events';
-    idType: 'text' | 'bigint';
-    claim: (tx: Tx) => Promise<Row[]>;
-    process: (tx: Tx, row: Row) => Promise<unknown>;
-    describe: (row: Row) => Record<string, unknown>;
-  }): Promise<number> {
-    return sql.begin(async (tx: Tx) => {
-      const rows = await inbox.claim(tx);
-      const table = tx(inbox.table);
-      const done: string[] = [];
-      for (const row of rows) {
-        try {
-          await tx.savepoint((sp) => inbox.process(sp as Tx, row));
-          done.push(String(row.id));
-        } catch (err) {
-          logger.error({ ...inbox.describe(row), table: inbox.table, error: failure(err) }, 'inbox processing failed; will retry');
-          await tx`update ${table} set attempts = attempts + 1, last_error = ${failure(err)}, retry_at = ${retryAt(row.attempts + 1)} where id = ${row.id}`;
-        }
+  async function batchOrEach<Row>(tx: Tx, rows: Row[], report: BatchReport, all: (db: Tx) => Promise<unknown>, one: (db: Tx, row: Row) => Promise<unknown>, describe: (row: Row) => Record<string, unknown>) {
+    try {
+      await tx.savepoint((sp) => all(sp as Tx));
+      return;
+    } catch (err) {
+      logger.warn({ rows: rows.length, error: failureText(err) }, 'inbox batch failed as a whole; processing its events one at a time');
+    }
+    for (const row of rows) {
+      try {
+        await tx.savepoint((sp) => one(sp as Tx, row));
+      } catch (err) {
+        logger.error({ ...describe(row), error: failureText(err) }, 'inbox processing failed; will retry');
+        report.fail((row as { id: string | number }).id, err);
       }
-      // One statement for the whole batch: round trips, not rows, are what this loop pays for.
-      if (done.length > 0) {
-        await tx`update ${table} set processed_at = ${clock.now()}, attempts = attempts + 1, last_error = null where id = any(${done}::${tx.unsafe(inbox.idType)}[])`;
-      }
-      return rows.length;
-    });
+    }
   }
 
   const stripeBatch = () =>
-    processBatch<{ id: string; payload: StripeEnvelope; attempts: number }>({
-      table: 'stripe_events',
-      idType: 'text',
-      claim: (tx) => tx<{ id: string; payload: StripeEnvelope; attempts: number }[]>`
-        select id, payload, attempts from stripe_events
-        where processed_at is null and attempts < ${maxAttempts}
-          and (retry_at is null or retry_at <= ${clock.now()})
-        order by created, id
-        limit ${batchSize}
-        for update skip locked`,
-      process: (tx, row) => projectStripeEvent(tx, row.payload, clock.now()),
-      describe: (row) => ({ eventId: row.id }),
+    stripe.runBatch<StripeInboxRow>(batchSize, async (tx, rows, report) => {
+      await lockIdentities(tx, await stripeIdentityKeys(tx, rows));
+      const now = clock.now();
+      await batchOrEach(tx, rows, report, (db) => projectStripeBatch(db, rows.map((r) => r.payload), now), (db, row) => projectStripeEvent(db, row.payload, now), (row) => ({ eventId: row.id }));
     });
 
   const productBatch = () =>
-    processBatch<ProductEventRow & { attempts: number }>({
-      table: 'product_events',
-      idType: 'bigint',
-      claim: (tx) => tx<(ProductEventRow & { attempts: number })[]>`
-        select id, message_id, kind, user_id, anonymous_id, group_id, event, properties, traits, timestamp, attempts
-        from product_events
-        where processed_at is null and attempts < ${maxAttempts}
-          and (retry_at is null or retry_at <= ${clock.now()})
-        order by id
-        limit ${batchSize}
-        for update skip locked`,
-      process: (tx, row) => processProductEvent(tx, row, clock.now()),
-      describe: (row) => ({ messageId: row.message_id }),
+    product.runBatch<ProductEventRow>(batchSize, async (tx, rows, report) => {
+      await lockIdentities(tx, await productIdentityKeys(tx, rows));
+      const now = clock.now();
+      await batchOrEach(tx, rows, report, (db) => processProductBatch(db, rows, now), (db, row) => processProductEvent(db, row, now), (row) => ({ messageId: row.message_id }));
     });
 
-  async function drainLane(): Promise<number> {
+  async function safely(batch: () => Promise<number>, name: string): Promise<number | null> {
+    try {
+      return await batch();
+    } catch (err) {
+      if (err instanceof LeaseLostError) logger.warn({ queue: name, error: err.message }, 'lease lost; another lane took the partition over');
+      else logger.error({ queue: name, error: failureText(err) }, 'inbox batch failed');
+      return null;
+    }
+  }
+
+  async function drainLane(signal: AbortSignal): Promise<number> {
     let total = 0;
-    for (;;) {
-      const n = (await stripeBatch()) + (await productBatch());
-      total += n;
-      // On shutdown, finish only the batch in flight: the rest waits safely in the inbox.
-      if (n === 0 || stopping) return total;
-    }
-  }
-
-  // Projection is order-independent, so lanes may work side by side: each claims its own rows
-  // (SKIP LOCKED) and the round trips of one overlap the others'.
-  async function drainOnce(): Promise<number> {
-    const lanes = await Promise.all(Array.from({ length: concurrency }, () => drainLane()));
-    return lanes.reduce((a, b) => a + b, 0);
-  }
-
-  // One drain at a time per instance; a wake-up during a drain schedules one more pass.
-  function drain(): Promise<number> {
-    if (draining) {
-      again = true;
-      return draining;
-    }
-    draining = (async () => {
-      let total = 0;
-      try {
-        do {
-          again = false;
-          total += await drainOnce();
-        } while (again && running);
-      } finally {
-        draining = null;
+    let failures = 0;
+    while (!signal.aborted) {
+      const s = await safely(stripeBatch, 'stripe_events');
+      const p = await safely(productBatch, 'product_events');
+      total += (s ?? 0) + (p ?? 0);
+      if (s === null || p === null) {
+        // The database may be away: let the next pass (poll or wake-up) try again.
+        if (++failures >= 3) return total;
+        continue;
       }
-      return total;
-    })();
-    return draining;
+      if (s + p === 0) return total;
+    }
+    return total;
   }
 
-  const wake = () => {
-    drain().catch((err) => logger.error({ error: failure(err) }, 'inbox drain failed'));
-  };
+  const loop = createBackgroundLoop({
+    name: 'inbox',
+    sql,
+    logger,
+    channels: [INBOX_CHANNEL],
+    pollMs: options.pollIntervalMs ?? 1000,
+    async run(signal) {
+      const lanes = await Promise.all(Array.from({ length: concurrency }, () => drainLane(signal)));
+      return lanes.reduce((a, b) => a + b, 0);
+    },
+  });
 
   return {
-    drain,
-    async start() {
-      running = true;
-      const listener = await sql.listen(INBOX_CHANNEL, wake);
-      unlisten = listener.unlisten;
-      const tick = () => {
-        if (!running) return;
-        wake();
-        timer = setTimeout(tick, pollIntervalMs);
-      };
-      tick();
-    },
-    async stop() {
-      running = false;
-      stopping = true;
-      if (timer) clearTimeout(timer);
-      if (unlisten) await unlisten().catch(() => {});
-      // Finish the batch in flight: its rows are committed or rolled back, never half-done.
-      if (draining) await draining.catch(() => {});
-    },
+    drain: () => loop.wake(),
+    start: () => loop.start(),
+    stop: () => loop.stop(),
+    queues: { stripe, product },
   };
 }

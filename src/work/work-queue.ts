@@ -1,0 +1,253 @@
+// One work mechanism for every queue of work we own (the Stripe and product inboxes first).
+//
+// The stored row is the work item (no job row in the ingest path). Each item carries a
+// partition number ("lane"), computed by PostgreSQL at insert from the item's ordering key (a
+// generated column: user id, Stripe customer id, …), so the ingest INSERT stays one statement.
+//
+// Partitions, not items, are leased: one row per (queue, partition) in `work_partitions`. A
+// claim takes a free or expired partition that has due items (FOR UPDATE SKIP LOCKED, so many
+// lanes and instances share the work), stamps it with a new fencing token from a sequence and a
+// lease time, and records which items it took. The holder then works the items in a transaction
+// that first locks the partition row again *only if the token is still its own* (`hold`):
+//   - items of one key are worked in order, never by two lanes at once (across instances too);
+//   - a holder paused past its lease finds its token replaced and cannot complete anything: its
+//     transaction aborts, the items are done once, by the new holder;
+//   - while a holder's transaction runs, the partition row is locked, so no one can take it over.
+// Completion, failure bookkeeping and the release commit together with the work itself.
+//
+// Failures: attempts + 1, last_error, retry_at with exponential backoff; at maxAttempts the item
+// is parked (dead_at) and listed by GET /v1/admin/dead-letters until replayed. A lease that
+// expired (holder crashed or hung) counts as a failed attempt for the items it had taken, so an
+// item that kills its worker still ends in the dead letter instead of looping.
+import type { Clock } from '../clock.ts';
+import type { Queryable, Sql, Tx } from '../db/connection.ts';
+
+export interface QueueSpec {
+  /** queue name: the key in work_partitions and in the dead-letter API */
+  name: string;
+  /** item table: needs lane, attempts, retry_at, last_error, dead_at and the done column */
+  table: string;
+  idType: 'text' | 'bigint';
+  /** order of items within a partition (SQL, e.g. 'created, id') */
+  order: string;
+  /** columns the handler gets (SQL list) */
+  columns: string;
+  /** timestamp column set when an item is done */
+  doneColumn: string;
+  /** number of partitions; must match the lane column's range (0 … partitions-1) */
+  partitions: number;
+  maxAttempts: number;
+  /** retry delay after the n-th failure: min(maxMs, baseMs · 2^(n-1)) */
+  backoff: { baseMs: number; maxMs: number };
+  /** how long a claim is exclusive without being held by a transaction */
+  leaseMs: number;
+  /** NOTIFY channel woken after a replay, if any */
+  channel?: string;
+}
+
+export interface Lease {
+  queue: string;
+  partition: number;
+  /** fencing token: only the holder of this token may complete the items */
+  token: number;
+  ids: string[];
+  until: Date;
+}
+
+export interface DeadLetter {
+  queue: string;
+  id: string;
+  attempts: number;
+  last_error: string | null;
+  dead_at: Date;
+}
+
+/** The partition was reclaimed by someone else: the holder must not touch its items. */
+export class LeaseLostError extends Error {
+  constructor(lease: Lease) {
+    super(`lease on ${lease.queue}#${lease.partition} (token ${lease.token}) was lost`);
+    this.name = 'LeaseLostError';
+  }
+}
+
+export interface BatchReport {
+  /** mark one item failed (it is retried with backoff, or parked once out of attempts) */
+  fail(id: string | number, error: unknown): void;
+}
+
+export interface WorkQueue {
+  readonly spec: QueueSpec;
+  /** Create the partition rows of this queue (idempotent; migrations seed the inboxes'). */
+  ensurePartitions(): Promise<void>;
+  /** Lease one partition with due items and take up to `limit` of them; null when none is free. */
+  claim(limit: number): Promise<Lease | null>;
+  /** In the worker's transaction: lock the partition iff the lease is still ours; else throws LeaseLostError. */
+  hold(tx: Tx, lease: Lease): Promise<void>;
+  /** Push the lease end out (long work outside a transaction); false if the lease was lost. */
+  extend(lease: Lease): Promise<boolean>;
+  /** After hold(), in the same transaction: mark done, record failures, free the partition. */
+  finish(tx: Tx, lease: Lease, done: string[], failures: { id: string; error: string }[]): Promise<void>;
+  /** Free the partition without completing (e.g. the handler gave up); fenced. */
+  release(lease: Lease): Promise<void>;
+  /**
+   * The whole cycle: claim, then in one transaction hold, fetch the items (`columns`, in order,
+   * still pending), run `handler`, finish. Returns the number of items taken (0: nothing due).
+   */
+  runBatch<Row extends object>(limit: number, handler: (tx: Tx, rows: Row[], report: BatchReport) => Promise<void>): Promise<number>;
+  /** Dead letters, newest first. */
+  dead(limit: number): Promise<DeadLetter[]>;
+  /** Re-queue dead items (fresh attempts); returns the ids that were dead. */
+  replay(ids: string[]): Promise<string[]>;
+}
+
+export const failureText = (err: unknown): string => (err instanceof Error ? err.message : String(err)).slice(0, 500);
+
+export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpec): WorkQueue {
+  const { sql, clock } = deps;
+  const table = sql(spec.table);
+  const done = sql(spec.doneColumn);
+  const idType = sql.unsafe(spec.idType);
+  const order = sql.unsafe(spec.order);
+  const columns = sql.unsafe(spec.columns);
+  const pending = (now: Date) => sql`${done} is null and dead_at is null and (retry_at is null or retry_at <= ${now})`;
+  /** SQL for the retry time after the attempt that makes `attempts` (the new count) */
+  const retryAt = (db: Queryable, now: Date, attempts: ReturnType<Queryable['unsafe']>) =>
+    db`${now}::timestamptz + make_interval(secs => least(${spec.backoff.maxMs}::float8, ${spec.backoff.baseMs}::float8 * power(2, greatest(${attempts} - 1, 0))) / 1000.0)`;
+
+  async function chargeExpired(oldIds: string[], now: Date): Promise<void> {
+    // The previous holder never finished: its items used up an attempt.
+    const attempts = sql.unsafe('attempts + 1');
+    await sql`
+      update ${table} set attempts = attempts + 1,
+        last_error = 'lease expired: the worker holding this item stopped or hung',
+        dead_at = case when attempts + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end,
+        retry_at = ${retryAt(sql, now, attempts)}
+      where id = any(${oldIds}::${idType}[]) and ${done} is null and dead_at is null`;
+  }
+
+  async function claim(limit: number): Promise<Lease | null> {
+    const now = clock.now();
+    const until = new Date(now.getTime() + spec.leaseMs);
+    // One statement: pick the least recently served free partition with due work (row locked,
+    // SKIP LOCKED), take its first items in order, stamp a new token.
+    const [row] = await sql<{ partition: number; token: number; claimed: string[]; old_until: Date | null; old_claimed: string[] | null }[]>`
+      with p as (
+        select w.partition, w.lease_until as old_until, w.claimed as old_claimed from work_partitions w
+        where w.queue = ${spec.name} and (w.lease_until is null or w.lease_until <= ${now})
+          and exists (select 1 from ${table} e where e.lane = w.partition and ${pending(now)})
+        order by w.served_at nulls first, w.partition
+        limit 1
+        for update skip locked
+      ), items as (
+        -- (the output is not named "id": ORDER BY would sort by it, as text)
+        select e.id as item from ${table} e, p where e.lane = p.partition and ${pending(now)}
+        order by ${order} limit ${limit}
+      ), l as (
+        update work_partitions w set token = nextval('work_lease_token'), lease_until = ${until}, served_at = ${now},
+          claimed = (select coalesce(array_agg(item::text), '{}') from items)
+        from p where w.queue = ${spec.name} and w.partition = p.partition
+        returning w.partition, w.token, w.claimed
+      )
+      select l.partition, l.token, l.claimed, p.old_until, p.old_claimed from l join p using (partition)`;
+    if (!row) return null;
+    if (row.old_until && row.old_claimed && row.old_claimed.length > 0) await chargeExpired(row.old_claimed, now);
+    return { queue: spec.name, partition: row.partition, token: row.token, ids: row.claimed, until };
+  }
+
+  async function hold(tx: Tx, lease: Lease): Promise<void> {
+    const rows = await tx`
+      select 1 from work_partitions where queue = ${spec.name} and partition = ${lease.partition} and token = ${lease.token}
+      for update`;
+    if (rows.length === 0) throw new LeaseLostError(lease);
+  }
+
+  async function finish(tx: Tx, lease: Lease, ok: string[], failures: { id: string; error: string }[]): Promise<void> {
+    const now = clock.now();
+    if (ok.length > 0) {
+      await tx`update ${table} set ${done} = ${now}, attempts = attempts + 1, last_error = null, retry_at = null
+               where id = any(${ok}::${idType}[]) and ${done} is null`;
+    }
+    if (failures.length > 0) {
+      const attempts = tx.unsafe('attempts + 1');
+      await tx`
+        update ${table} t set attempts = t.attempts + 1, last_error = f.error,
+          dead_at = case when t.attempts + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end,
+          retry_at = ${retryAt(tx, now, attempts)}
+        from unnest(${failures.map((f) => f.id)}::text[], ${failures.map((f) => f.error)}::text[]) as f(id, error)
+        where t.id = f.id::${idType} and t.${done} is null`;
+    }
+    await tx`update work_partitions set lease_until = null, claimed = null
+             where queue = ${spec.name} and partition = ${lease.partition} and token = ${lease.token}`;
+  }
+
+  async function release(lease: Lease): Promise<void> {
+    await sql`update work_partitions set lease_until = null, claimed = null
+              where queue = ${spec.name} and partition = ${lease.partition} and token = ${lease.token}`;
+  }
+
+  async function runBatch<Row extends object>(limit: number, handler: (tx: Tx, rows: Row[], report: BatchReport) => Promise<void>): Promise<number> {
+    const lease = await claim(limit);
+    if (!lease) return 0;
+    if (lease.ids.length === 0) {
+      await release(lease);
+      return 0;
+    }
+    try {
+      await sql.begin(async (tx: Tx) => {
+        await hold(tx, lease);
+        const rows = await tx<Row[]>`
+          select ${columns} from ${table}
+          where id = any(${lease.ids}::${idType}[]) and ${done} is null and dead_at is null
+          order by ${order}`;
+        const failed = new Map<string, string>();
+        await handler(tx, [...rows], { fail: (id, error) => failed.set(String(id), failureText(error)) });
+        const ok = rows.map((r: Row) => String((r as { id?: unknown }).id)).filter((id: string) => !failed.has(id));
+        await finish(tx, lease, ok, [...failed].map(([id, error]) => ({ id, error })));
+      });
+    } catch (err) {
+      if (err instanceof LeaseLostError) throw err;
+      // The batch transaction failed as a whole (connection lost, the handler threw): every
+      // item used an attempt. Fenced: if the lease is gone, the new holder owns the items.
+      await sql.begin(async (tx: Tx) => {
+        await hold(tx, lease);
+        await finish(tx, lease, [], lease.ids.map((id) => ({ id, error: failureText(err) })));
+      });
+      throw err;
+    }
+    return lease.ids.length;
+  }
+
+  return {
+    spec,
+    async ensurePartitions() {
+      await sql`insert into work_partitions (queue, partition)
+                select ${spec.name}, p from generate_series(0, ${spec.partitions - 1}::int) p on conflict do nothing`;
+    },
+    claim,
+    hold,
+    async extend(lease) {
+      const until = new Date(clock.now().getTime() + spec.leaseMs);
+      const rows = await sql`update work_partitions set lease_until = ${until}
+                             where queue = ${spec.name} and partition = ${lease.partition} and token = ${lease.token} returning 1`;
+      if (rows.length > 0) lease.until = until;
+      return rows.length > 0;
+    },
+    finish,
+    release,
+    runBatch,
+    async dead(limit) {
+      return sql<DeadLetter[]>`
+        select ${spec.name} as queue, id::text as id, attempts, last_error, dead_at from ${table}
+        where dead_at is not null order by dead_at desc, id limit ${limit}`;
+    },
+    async replay(ids) {
+      if (ids.length === 0) return [];
+      const rows = await sql<{ id: string }[]>`
+        update ${table} set dead_at = null, attempts = 0, retry_at = null
+        where id::text = any(${ids}::text[]) and dead_at is not null and ${done} is null
+        returning id::text as id`;
+      if (rows.length > 0 && spec.channel) await sql`select pg_notify(${spec.channel}, '')`;
+      return rows.map((r) => r.id);
+    },
+  };
+}
