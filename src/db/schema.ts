@@ -11,6 +11,7 @@ import {
   jsonb,
   pgTable,
   primaryKey,
+  smallint,
   text,
   timestamp,
   uniqueIndex,
@@ -42,9 +43,14 @@ export const stripeEvents = pgTable(
     attempts: integer('attempts').notNull().default(0),
     retryAt: tstz('retry_at'),
     lastError: text('last_error'),
+    // Work queue (migration 0005): partition by Stripe customer, computed at insert; dead letter.
+    customerId: text('customer_id').generatedAlwaysAs(sql`CASE WHEN payload->'data'->'object'->>'object' = 'customer' THEN payload->'data'->'object'->>'id' WHEN jsonb_typeof(payload->'data'->'object'->'customer') = 'string' THEN payload->'data'->'object'->>'customer' WHEN jsonb_typeof(payload->'data'->'object'->'customer') = 'object' THEN payload->'data'->'object'->'customer'->>'id' END`),
+    lane: smallint('lane').generatedAlwaysAs(sql`hashtext(coalesce(customer_id, object_id, id)) & 31`),
+    deadAt: tstz('dead_at'),
   },
   (t) => [
-    index('stripe_events_unprocessed_idx').on(t.created, t.id).where(sql`processed_at is null`),
+    index('stripe_events_due_idx').on(t.lane, t.created, t.id).where(sql`processed_at is null and dead_at is null`),
+    index('stripe_events_dead_idx').on(t.deadAt).where(sql`dead_at is not null`),
     index('stripe_events_object_idx').on(t.objectId, t.created),
   ],
 );
@@ -68,11 +74,29 @@ export const productEvents = pgTable(
     attempts: integer('attempts').notNull().default(0),
     retryAt: tstz('retry_at'),
     lastError: text('last_error'),
+    // Work queue (migration 0005): partition by user (else anonymous id), computed at insert.
+    lane: smallint('lane').generatedAlwaysAs(sql`hashtext(coalesce(user_id, anonymous_id, message_id)) & 31`),
+    deadAt: tstz('dead_at'),
   },
   (t) => [
     uniqueIndex('product_events_message_id_key').on(t.messageId),
-    index('product_events_unprocessed_idx').on(t.id).where(sql`processed_at is null`),
+    index('product_events_due_idx').on(t.lane, t.id).where(sql`processed_at is null and dead_at is null`),
+    index('product_events_dead_idx').on(t.deadAt).where(sql`dead_at is not null`),
   ],
+);
+
+/** Work queue partitions (src/work/work-queue.ts): one lease row per (queue, partition). */
+export const workPartitions = pgTable(
+  'work_partitions',
+  {
+    queue: text('queue').notNull(),
+    partition: integer('partition').notNull(),
+    token: bigint('token', { mode: 'number' }).notNull().default(0),
+    leaseUntil: tstz('lease_until'),
+    claimed: text('claimed').array(),
+    servedAt: tstz('served_at'),
+  },
+  (t) => [primaryKey({ name: 'work_partitions_pk', columns: [t.queue, t.partition] })],
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -87,6 +111,8 @@ export const contacts = pgTable(
     email: text('email'),
     stripeCustomerId: text('stripe_customer_id'),
     traits: jsonb('traits').notNull().default(sql`'{}'::jsonb`),
+    /** per trait, when the message that set it happened (an older message never overwrites it) */
+    traitTimes: jsonb('trait_times').notNull().default(sql`'{}'::jsonb`),
     createdAt: tstz('created_at').notNull(),
     updatedAt: tstz('updated_at').notNull(),
   },
@@ -105,6 +131,7 @@ export const accounts = pgTable(
     groupId: text('group_id').notNull(),
     stripeCustomerId: text('stripe_customer_id'),
     traits: jsonb('traits').notNull().default(sql`'{}'::jsonb`),
+    traitTimes: jsonb('trait_times').notNull().default(sql`'{}'::jsonb`),
     createdAt: tstz('created_at').notNull(),
     updatedAt: tstz('updated_at').notNull(),
   },

@@ -33,3 +33,25 @@ export async function recordDomainEvent(db: Queryable, e: DomainEventInput, reco
   await db`select pg_notify(${DOMAIN_EVENT_CHANNEL}, '')`;
   return rows[0]!.id;
 }
+
+/**
+ * Many facts in one statement, in the order given (ids follow it); duplicates by dedupe key are
+ * skipped. One NOTIFY for the batch. Returns the dedupe keys that were new.
+ */
+export async function recordDomainEvents(db: Queryable, events: DomainEventInput[], recordedAt: Date): Promise<Set<string>> {
+  if (events.length === 0) return new Set();
+  const rows = await db<{ dedupe_key: string }[]>`
+    insert into domain_events
+      (name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, recorded_at)
+    select name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties::jsonb, occurred_at, ${recordedAt}
+    from unnest(${events.map((e) => e.name)}::text[], ${events.map((e) => e.source)}::text[], ${events.map((e) => e.sourceId)}::text[],
+                ${events.map((e) => e.dedupeKey)}::text[], ${events.map((e) => e.contactId)}::bigint[], ${events.map((e) => e.accountId)}::bigint[],
+                ${events.map((e) => e.stripeCustomerId)}::text[], ${events.map((e) => e.subjectId)}::text[],
+                ${events.map((e) => JSON.stringify(e.properties))}::text[], ${events.map((e) => e.occurredAt.toISOString())}::timestamptz[])
+      with ordinality as x(name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, n)
+    order by n
+    on conflict (dedupe_key) do nothing
+    returning dedupe_key`;
+  if (rows.length > 0) await db`select pg_notify(${DOMAIN_EVENT_CHANNEL}, '')`;
+  return new Set(rows.map((r) => r.dedupe_key));
+}
