@@ -1,18 +1,14 @@
 // The contacts behind many Stripe customers at once: contactForCustomer (contact-store.ts) for a
-// whole projection batch in a few statements. Same rules: a customer keeps the contact it is
-// linked to (which gets the billing email if it had none); else the contact carrying its
-// Stripe id, else one with its email (identified users first, then the oldest); else a new
-// contact made from the customer's email and name. Customers of one batch that share an email
-// and have no contact yet get one contact between them (the first creates it, the next find it
-// by email), as they would one at a time.
+// whole projection batch in a few statements, with the same outcome as calling it at each point
+// of the batch where one-at-a-time projection would. Rules: a customer keeps the contact it is
+// linked to (which gets the billing email if it had none); else the contact carrying its Stripe
+// id, else one with its email (identified users first, then the oldest), which gets the Stripe
+// id if it had none; else a new contact made from the customer's email and name.
+//
+// How: read (before the batch writes anything) the batch's customers and every contact that
+// could match any of them, replay the calls in memory in batch order (planContacts), then write
+// the differences in three statements (applyContactChanges).
 import type { Queryable } from '../db/connection.ts';
-
-export interface CustomerIdentity {
-  id: string;
-  /** email/name the batch's events carried (used when the customers row has none) */
-  email: string | null;
-  name: string | null;
-}
 
 /**
  * Per-customer transaction-scoped advisory locks (contactForCustomer's key), taken in the order
@@ -22,99 +18,162 @@ export async function lockCustomers(db: Queryable, sortedIds: string[]): Promise
   if (sortedIds.length === 0) return;
   await db`
     select count(pg_advisory_xact_lock(hashtext('customer:' || u.id)))
-    from unnest(${sortedIds}::text[]) with ordinality as u(id, n)`;
+    from unnest(${sortedIds}::text[]) with ordinality as u(id, n)`.execute();
 }
 
-interface Looked {
-  cid: string;
-  contact_id: number | null;
+export interface StoredCustomer {
+  id: string;
   email: string | null;
   name: string | null;
-  found: number | null;
+  deleted: boolean;
+  version_created: Date;
+  version_event_id: string;
+  contact_id: number | null;
+}
+
+export interface CandidateContact {
+  id: number;
+  stripe_customer_id: string | null;
+  identified: boolean;
+  email: string | null;
+}
+
+/** The customers rows as they are before the batch (issue before the batch's upserts). */
+export function readCustomers(db: Queryable, ids: string[]): Promise<StoredCustomer[]> {
+  if (ids.length === 0) return Promise.resolve([]);
+  return db<StoredCustomer[]>`
+    select id, email, name, deleted, version_created, version_event_id, contact_id
+    from customers where id = any(${ids}::text[])`.execute();
 }
 
 /**
- * Two steps so a caller can pipeline them with its other statements: `looked` reads what exists
- * (issued at once; run it after the customers rows are written, with the customers locked), and
- * `apply()` (issue it after `looked` resolved) links, fills and creates, and sets
- * customers.contact_id. Afterwards every given customer has a contact.
+ * Every contact a call for these customers could find: linked to one of them, carrying one of
+ * their Stripe ids, or with one of the emails they have or the batch gives them.
  */
-export function resolveCustomerContacts(db: Queryable, identities: CustomerIdentity[], now: Date): { looked: Promise<void>; apply(): Promise<void> } {
-  if (identities.length === 0) return { looked: Promise.resolve(), apply: () => Promise.resolve() };
-  let rows: Looked[] = [];
-  const looked = (async () => {
-    const input = identities.map((i, n) => ({ n, cid: i.id, email: i.email, name: i.name }));
-    const result = await db<Looked[]>`
-      select u.cid, c.contact_id, coalesce(c.email, u.email) as email, coalesce(c.name, u.name) as name,
-             case when c.contact_id is null then (
-               select k.id from contacts k
-               where k.stripe_customer_id = u.cid
-                  or (coalesce(c.email, u.email) is not null and lower(k.email) = lower(coalesce(c.email, u.email)))
-               order by (k.stripe_customer_id = u.cid) desc nulls last, (k.user_id is not null) desc, k.id
-               limit 1) end as found
-      from jsonb_to_recordset(${JSON.stringify(input)}::text::jsonb) as u(n int, cid text, email text, name text)
-      left join customers c on c.id = u.cid
-      order by u.n`;
-    rows = [...result];
-  })();
+export function readCandidateContacts(db: Queryable, ids: string[], emails: string[]): Promise<CandidateContact[]> {
+  if (ids.length === 0) return Promise.resolve([]);
+  const lower = [...new Set(emails.map((e) => e.toLowerCase()))];
+  return db<CandidateContact[]>`
+    select k.id, k.stripe_customer_id, (k.user_id is not null) as identified, k.email from contacts k
+    where k.id in (select contact_id from customers where id = any(${ids}::text[]))
+       or k.stripe_customer_id = any(${ids}::text[])
+       or lower(k.email) = any(${lower}::text[])
+       or lower(k.email) in (select lower(email) from customers where id = any(${ids}::text[]) and email is not null)`.execute();
+}
 
-  async function apply(): Promise<void> {
-    const fills = new Map<number, string>();
-    const links = new Map<number, string>();
-    const creators = new Map<string, string>(); // lower(email) → the customer that creates the contact
-    const assign: { n?: number; cid: string; contact: number | null; creator: string | null; email: string | null; traits: Record<string, unknown> | null }[] = [];
-    for (const r of rows) {
-      if (r.contact_id !== null) {
-        // A contact made before Stripe told us the billing email gets it now.
-        if (r.email && !fills.has(r.contact_id)) fills.set(r.contact_id, r.email);
-        continue;
-      }
-      if (r.found !== null) {
-        if (!links.has(r.found)) links.set(r.found, r.cid);
-        assign.push({ cid: r.cid, contact: r.found, creator: null, email: null, traits: null });
-        continue;
-      }
-      const key = r.email?.toLowerCase() ?? null;
-      const creator = key !== null ? creators.get(key) : undefined;
-      if (creator !== undefined) {
-        assign.push({ cid: r.cid, contact: null, creator, email: null, traits: null });
-        continue;
-      }
-      if (key !== null) creators.set(key, r.cid);
-      const traits = { ...(r.email ? { email: r.email } : {}), ...(r.name ? { name: r.name } : {}) };
-      assign.push({ cid: r.cid, contact: null, creator: r.cid, email: r.email, traits });
-    }
-    const pending: Promise<unknown>[] = [];
-    if (fills.size > 0) {
-      const input = [...fills].map(([id, email]) => ({ id, email }));
-      pending.push(db`
-        update contacts k set email = u.email
-        from jsonb_to_recordset(${JSON.stringify(input)}::text::jsonb) as u(id bigint, email text)
-        where k.id = u.id and k.email is null`);
-    }
-    if (links.size > 0) {
-      const input = [...links].sort(([a], [b]) => a - b).map(([id, cid]) => ({ id, cid }));
-      pending.push(db`
-        update contacts k set stripe_customer_id = coalesce(k.stripe_customer_id, u.cid)
-        from jsonb_to_recordset(${JSON.stringify(input)}::text::jsonb) as u(id bigint, cid text)
-        where k.id = u.id and k.stripe_customer_id is null`);
-    }
-    if (assign.length > 0) {
-      assign.forEach((a, n) => (a.n = n));
-      // New contacts (one per creator) and every unlinked customer's contact_id, in one statement.
-      pending.push(db`
-        with a as (
-          select * from jsonb_to_recordset(${JSON.stringify(assign)}::text::jsonb)
-            as a(cid text, contact bigint, creator text, email text, traits jsonb, n bigint)),
-        created as (
-          insert into contacts (email, stripe_customer_id, traits, created_at, updated_at)
-          select a.email, a.cid, a.traits, ${now}, ${now} from a where a.creator = a.cid order by a.n
-          returning id, stripe_customer_id)
-        update customers c set contact_id = coalesce(a.contact, created.id)
-        from a left join created on created.stripe_customer_id = a.creator
-        where c.id = a.cid`);
-    }
-    await Promise.all(pending);
+/** One contactForCustomer call of the one-at-a-time projection, in batch order. */
+export interface ContactPoint {
+  cid: string;
+  email: string | null;
+  name: string | null;
+}
+
+export interface ContactChanges {
+  /** existing contacts without an email that get one */
+  fills: { id: number; email: string }[];
+  /** existing contacts without a Stripe id that get this customer's */
+  links: { id: number; cid: string }[];
+  /** new contacts, each made by (and carrying the Stripe id of) its creator */
+  creates: { cid: string; email: string | null; traits: Record<string, unknown> }[];
+  /** customers that get a contact: an existing one, or the one `creator` makes */
+  assigns: { cid: string; contact: number | null; creator: string | null }[];
+}
+
+interface SimContact {
+  id: number | null;
+  /** order among contacts: existing ids, then new ones in creation order */
+  order: number;
+  creator: string | null;
+  stripeCustomerId: string | null;
+  identified: boolean;
+  email: string | null;
+  filled: boolean;
+  linked: boolean;
+}
+
+/** Replays contactForCustomer at every point, in order, in memory. */
+export function planContacts(customers: StoredCustomer[], candidates: CandidateContact[], points: ContactPoint[]): ContactChanges {
+  const contacts: SimContact[] = candidates.map((c) => ({ id: c.id, order: c.id, creator: null, stripeCustomerId: c.stripe_customer_id, identified: c.identified, email: c.email, filled: false, linked: false }));
+  const byId = new Map(contacts.map((c) => [c.id!, c]));
+  const linkOf = new Map<string, SimContact>();
+  for (const c of customers) {
+    const k = c.contact_id !== null ? byId.get(c.contact_id) : undefined;
+    if (k) linkOf.set(c.id, k);
   }
-  return { looked, apply };
+  let next = Number.MAX_SAFE_INTEGER / 2;
+  const assigns: ContactChanges['assigns'] = [];
+  const creates: (ContactChanges['creates'][number] & { sim: SimContact })[] = [];
+  // (stripe_customer_id = cid) desc nulls last: this customer's, then another's, then none.
+  const rank = (k: SimContact, cid: string) => (k.stripeCustomerId === cid ? 0 : k.stripeCustomerId !== null ? 1 : 2);
+  for (const p of points) {
+    const current = linkOf.get(p.cid);
+    if (current) {
+      if (p.email && current.email === null) {
+        current.email = p.email;
+        current.filled = true;
+      }
+      continue;
+    }
+    const email = p.email?.toLowerCase() ?? null;
+    let found: SimContact | undefined;
+    for (const k of contacts) {
+      if (!(k.stripeCustomerId === p.cid || (email !== null && k.email?.toLowerCase() === email))) continue;
+      if (!found || rank(k, p.cid) < rank(found, p.cid) || (rank(k, p.cid) === rank(found, p.cid) && (Number(k.identified) > Number(found.identified) || (k.identified === found.identified && k.order < found.order)))) found = k;
+    }
+    if (found) {
+      if (found.stripeCustomerId === null) {
+        found.stripeCustomerId = p.cid;
+        found.linked = true;
+      }
+      linkOf.set(p.cid, found);
+      assigns.push({ cid: p.cid, contact: found.id, creator: found.creator });
+      continue;
+    }
+    const sim: SimContact = { id: null, order: next++, creator: p.cid, stripeCustomerId: p.cid, identified: false, email: p.email, filled: false, linked: false };
+    contacts.push(sim);
+    linkOf.set(p.cid, sim);
+    const traits = { ...(p.email ? { email: p.email } : {}), ...(p.name ? { name: p.name } : {}) };
+    creates.push({ cid: p.cid, email: p.email, traits, sim });
+    assigns.push({ cid: p.cid, contact: null, creator: p.cid });
+  }
+  return {
+    fills: contacts.filter((k) => k.id !== null && k.filled).map((k) => ({ id: k.id!, email: k.email! })),
+    links: contacts.filter((k) => k.id !== null && k.linked).map((k) => ({ id: k.id!, cid: k.stripeCustomerId! })),
+    // A new contact filled later in the batch is simply created with that email.
+    creates: creates.map(({ sim, ...c }) => ({ ...c, email: sim.email })),
+    assigns,
+  };
+}
+
+/** Writes the changes: up to three statements, issued together (pipelined). */
+export async function applyContactChanges(db: Queryable, changes: ContactChanges, now: Date): Promise<void> {
+  const pending: Promise<unknown>[] = [];
+  if (changes.fills.length > 0) {
+    pending.push(db`
+      update contacts k set email = u.email
+      from jsonb_to_recordset(${JSON.stringify(changes.fills)}::text::jsonb) as u(id bigint, email text)
+      where k.id = u.id and k.email is null`.execute());
+  }
+  if (changes.links.length > 0) {
+    pending.push(db`
+      update contacts k set stripe_customer_id = u.cid
+      from jsonb_to_recordset(${JSON.stringify(changes.links)}::text::jsonb) as u(id bigint, cid text)
+      where k.id = u.id and k.stripe_customer_id is null`.execute());
+  }
+  if (changes.assigns.length > 0) {
+    // New contacts (in order: ids follow the one-at-a-time order) and the customers' links.
+    const creates = changes.creates.map((c, n) => ({ ...c, n }));
+    pending.push(db`
+      with created as (
+        insert into contacts (email, stripe_customer_id, traits, created_at, updated_at)
+        select c.email, c.cid, c.traits, ${now}, ${now}
+        from jsonb_to_recordset(${JSON.stringify(creates)}::text::jsonb) as c(cid text, email text, traits jsonb, n int)
+        order by c.n
+        returning id, stripe_customer_id)
+      update customers cu set contact_id = coalesce(a.contact, created.id)
+      from jsonb_to_recordset(${JSON.stringify(changes.assigns)}::text::jsonb) as a(cid text, contact bigint, creator text)
+      left join created on created.stripe_customer_id = a.creator
+      where cu.id = a.cid`.execute());
+  }
+  await Promise.all(pending);
 }

@@ -10,9 +10,13 @@
 // multi-row insert. The statements are issued without waiting for each other (postgres.js
 // pipelines the queries of one transaction), in two waves: the second needs the answers of the
 // first (contact look-ups, subscription before/after, decline detail).
+//
+// Every query is sent with `.execute()` the moment it is built: a postgres.js query is lazy
+// (sent when first awaited), and awaiting through async helpers and Promise.all takes different
+// numbers of microtask hops, which would let a later statement overtake an earlier one.
 import type { Queryable, Sql, Tx } from '../db/connection.ts';
 import { DOMAIN_EVENT_CHANNEL } from '../timeline/domain-event-store.ts';
-import { lockCustomers, resolveCustomerContacts, type CustomerIdentity } from './customer-contacts.ts';
+import { applyContactChanges, lockCustomers, planContacts, readCandidateContacts, readCustomers, type ContactPoint, type StoredCustomer } from './customer-contacts.ts';
 import type { StripeEnvelope } from './event-inbox.ts';
 import {
   idOf,
@@ -83,10 +87,15 @@ export async function projectStripeBatch(db: Queryable, events: readonly StripeE
   // Pipelined statements must share one connection and transaction.
   if (!('savepoint' in db) && 'begin' in db) return (db as Sql).begin((tx: Tx) => projectStripeBatch(tx, events, now)) as Promise<ProjectionResult[]>;
   const plan = planBatch(events);
+  const contactIds = [...plan.identities].sort();
 
-  // Wave 1: everything that needs no answer from the database, plus the look-ups wave 2 needs.
-  // Statements run on the server in the order they are issued.
+  // Wave 1: everything that needs no answer from the database, plus the reads wave 2 needs.
+  // Statements run on the server in the order they are issued: the reads of customers and
+  // contacts see them as they were before the batch.
   const pending: Promise<unknown>[] = [lockCustomers(db, [...plan.customerIds].sort())];
+  const storedCustomers = readCustomers(db, contactIds);
+  const candidates = readCandidateContacts(db, contactIds, [...plan.emails]);
+  pending.push(storedCustomers, candidates);
   for (const round of rounds(plan.customers, (c) => c.row.id)) pending.push(upsertCustomers(db, round, now));
   if (plan.placeholders.size > 0) pending.push(ensureCustomers(db, plan.placeholders, now));
   // Decline detail known before this batch; the batch's own failures are added in JS (see below).
@@ -96,34 +105,74 @@ export async function projectStripeBatch(db: Queryable, events: readonly StripeE
   for (const round of rounds(plan.invoices, (i) => i.row.id)) pending.push(upsertInvoices(db, round, now));
   const subRounds = rounds(plan.subscriptions, (s) => s.row.id).map((round) => upsertSubscriptions(db, round, now));
   pending.push(...subRounds);
-  const identities = [...plan.identities.values()];
-  const contacts = resolveCustomerContacts(db, identities, now);
-  pending.push(contacts.looked);
   await Promise.all(pending);
 
   const subResults = new Map<number, SubscriptionOutcome>();
   for (const rows of await Promise.all(subRounds)) for (const r of rows) subResults.set(r.pos, r);
   const declines = mergeDeclines(plan, await declineQuery);
-
-  // Wave 2: contacts (create/link), then every fact in one insert.
   const facts: FactRow[] = [];
   for (const item of plan.factSources) facts.push(...item.build({ subResults, declines }));
+  const points = contactPoints(plan, await storedCustomers, facts);
+  const changes = planContacts(await storedCustomers, await candidates, points);
+
+  // Wave 2: contacts, then every fact (on its customer's contact) in one insert.
   const seen = new Set<string>();
   const unique = facts.filter((f) => (seen.has(f.dedupe_key) ? false : (seen.add(f.dedupe_key), true)));
-  // A fact decided by wave 1 (mrr_changed) may be for a customer with no contact work yet:
-  // resolve those now (rare: one more round trip), so no other customer gets a contact early.
-  const late = [...new Set(unique.flatMap((f) => (f.cid !== null && !plan.identities.has(f.cid) ? [f.cid] : [])))];
-  const lateContacts = resolveCustomerContacts(db, late.map((id) => ({ id, email: null, name: null })), now);
-  await lateContacts.looked;
-  const wave2: Promise<unknown>[] = [contacts.apply(), lateContacts.apply()];
+  const contactsDone = applyContactChanges(db, changes, now);
   const inserted = unique.length > 0 ? insertFacts(db, unique, now) : Promise.resolve([] as string[]);
-  wave2.push(inserted);
-  await Promise.all(wave2);
+  await Promise.all([contactsDone, inserted]);
 
   const results: ProjectionResult[] = events.map(() => ({ facts: [] }));
   const newKeys = new Set(await inserted);
   for (const f of unique) if (newKeys.has(f.dedupe_key)) results[f.pos]!.facts.push(f.name);
   return results;
+}
+
+/**
+ * Where one-at-a-time projection would call contactForCustomer, and with which identity: for a
+ * customer snapshot, its own email and name; for a fact, the customers row as it would be at
+ * that event (replayed here from the row before the batch and the batch's writes to it), else
+ * the email and name the event itself carries.
+ */
+function contactPoints(plan: Plan, stored: StoredCustomer[], facts: FactRow[]): ContactPoint[] {
+  type Row = { email: string | null; name: string | null; deleted: boolean; vc: number; ve: string };
+  const rows = new Map<string, Row>(stored.map((r) => [r.id, { email: r.email, name: r.name, deleted: r.deleted, vc: r.version_created.getTime(), ve: r.version_event_id }]));
+  const points: ContactPoint[] = [];
+  let f = 0;
+  for (const op of plan.ops) {
+    if (op.kind === 'placeholder') {
+      const row = rows.get(op.cid);
+      if (!row) rows.set(op.cid, { email: op.email, name: op.name, deleted: false, vc: 0, ve: '' });
+      else if (row.ve === '') {
+        row.email ??= op.email;
+        row.name ??= op.name;
+      }
+    } else if (op.kind === 'snapshot') {
+      const row = rows.get(op.cid);
+      const c = op.snap;
+      const vc = c.created.getTime();
+      const newer = !row || ((!row.deleted || c.row.deleted) && compareTuple([Number(c.row.deleted), vc, c.eventId], [Number(row.deleted), row.vc, row.ve]) > 0);
+      if (newer) rows.set(op.cid, { email: c.row.email, name: c.row.name, deleted: c.row.deleted, vc, ve: c.eventId });
+      if (!c.row.deleted && plan.identities.has(op.cid)) points.push({ cid: op.cid, email: c.row.email, name: c.row.name });
+    } else {
+      // the facts of this event, in the order they are recorded
+      for (; f < facts.length && facts[f]!.pos <= op.pos; f++) {
+        const fact = facts[f]!;
+        if (fact.pos < op.pos || fact.cid === null) continue;
+        const row = rows.get(fact.cid);
+        points.push({ cid: fact.cid, email: row?.email ?? fact.fallback?.email ?? null, name: row?.name ?? fact.fallback?.name ?? null });
+      }
+    }
+  }
+  return points;
+}
+
+function compareTuple(a: (number | string)[], b: (number | string)[]): number {
+  for (let i = 0; i < a.length; i++) {
+    if (a[i]! < b[i]!) return -1;
+    if (a[i]! > b[i]!) return 1;
+  }
+  return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,6 +218,8 @@ interface FactRow {
   subject_id: string | null;
   properties: Record<string, unknown>;
   occurred_at: Date;
+  /** the identity the event carries, for a customer row without one */
+  fallback?: { email: string | null; name: string | null };
 }
 
 interface FactSource {
@@ -184,10 +235,18 @@ interface Plan {
   declineLookups: DeclineLookup[];
   invoices: Versioned<InvoiceRow>[];
   subscriptions: (Versioned<SubscriptionRow> & { type: string })[];
-  /** customers whose contact must exist after the batch, with the emails the batch saw */
-  identities: Map<string, CustomerIdentity>;
+  /** customers that may need a contact (facts, snapshots), and every email the batch gives them */
+  identities: Set<string>;
+  emails: Set<string>;
+  /** the batch's writes to customers rows, and where each event's facts come, in order */
+  ops: CustomerOp[];
   factSources: FactSource[];
 }
+
+type CustomerOp =
+  | { kind: 'snapshot'; pos: number; cid: string; snap: Versioned<CustomerRow & { deleted: boolean }> }
+  | { kind: 'placeholder'; pos: number; cid: string; email: string | null; name: string | null }
+  | { kind: 'facts'; pos: number };
 
 function planBatch(events: readonly StripeEnvelope[]): Plan {
   const plan: Plan = {
@@ -198,11 +257,16 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
     declineLookups: [],
     invoices: [],
     subscriptions: [],
-    identities: new Map(),
+    identities: new Set(),
+    emails: new Set(),
+    ops: [],
     factSources: [],
   };
+  let at = 0;
   const placeholder = (id: string, email: string | null, name: string | null) => {
     plan.customerIds.add(id);
+    plan.ops.push({ kind: 'placeholder', pos: at, cid: id, email, name });
+    if (email) plan.emails.add(email);
     const p = plan.placeholders.get(id);
     if (!p) plan.placeholders.set(id, { email, name });
     else {
@@ -210,16 +274,19 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
       p.name ??= name;
     }
   };
-  const identity = (id: string, email: string | null = null, name: string | null = null) => {
+  const identity = (id: string, email: string | null = null) => {
     plan.customerIds.add(id);
-    const i = plan.identities.get(id);
-    if (!i) plan.identities.set(id, { id, email, name });
-    else {
-      i.email ??= email;
-      i.name ??= name;
-    }
+    plan.identities.add(id);
+    if (email) plan.emails.add(email);
   };
   events.forEach((event, pos) => {
+    at = pos;
+    planEvent(event, pos);
+    plan.ops.push({ kind: 'facts', pos });
+  });
+  return plan;
+
+  function planEvent(event: StripeEnvelope, pos: number): void {
     const object = event.data.object as Obj;
     const created = new Date(event.created * 1000);
     const base = { pos, created, eventId: event.id };
@@ -229,21 +296,24 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
         const c = parseCustomer(object);
         if (!c) return;
         const deleted = c.deleted || event.type === 'customer.deleted';
+        const snap = { ...base, row: { ...c, deleted } };
+        plan.customers.push(snap);
+        plan.ops.push({ kind: 'snapshot', pos, cid: c.id, snap });
         plan.customerIds.add(c.id);
-        plan.customers.push({ ...base, row: { ...c, deleted } });
-        if (!deleted) identity(c.id, c.email, c.name);
+        if (c.email) plan.emails.add(c.email);
+        if (!deleted) identity(c.id, c.email);
         // A customer who sets a new default payment method has fixed their card.
         const previous = event.data.previous_attributes as Obj | undefined;
         const prevSettings = previous?.invoice_settings as Obj | undefined;
         const pmChanged = (prevSettings && 'default_payment_method' in prevSettings) || (previous && 'default_source' in previous);
         if (event.type === 'customer.updated' && pmChanged && c.defaultPaymentMethod) {
-          identity(c.id, c.email, c.name);
+          identity(c.id, c.email);
           const pm = c.defaultPaymentMethod;
           plan.factSources.push({
             build: () => [
               fact({
                 name: 'payment_method.updated',
-                dedupe_key: `payment_method.updated:${c.id}:${pm}:${event.created}`,
+                dedupe_key: `.execute()payment_method.updated:${c.id}:${pm}:${event.created}`,
                 cid: c.id,
                 subject_id: pm,
                 properties: { customerId: c.id, paymentMethodId: pm, via: 'customer.updated' },
@@ -283,7 +353,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
         }
         const name = INVOICE_FACTS[type];
         if (!name) return;
-        identity(inv.customerId, inv.customerEmail, inv.customerName);
+        identity(inv.customerId, inv.customerEmail);
         const payment = name.startsWith('invoice.payment_');
         if (payment) plan.declineLookups.push({ pos, invoiceId: inv.id, customerId: inv.customerId, paymentIntentId: inv.paymentIntentId, around: created });
         plan.factSources.push({
@@ -297,6 +367,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
               cid: inv.customerId,
               subject_id: inv.id,
               properties: invoiceProperties(inv, payment ? (declines.get(pos) ?? { declineClass: 'unknown', declineCode: null }) : null),
+              fallback: { email: inv.customerEmail, name: inv.customerName },
             }),
           ],
         });
@@ -356,7 +427,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
         const email = typeof details.email === 'string' ? details.email : null;
         const name = typeof details.name === 'string' ? details.name : null;
         placeholder(customerId, email, name);
-        identity(customerId, email, name);
+        identity(customerId, email);
         plan.factSources.push({
           build: () => [
             fact({
@@ -365,6 +436,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
               cid: customerId,
               subject_id: idOf(object.id),
               properties: { sessionId: object.id, customerId, subscriptionId: idOf(object.subscription), mode: object.mode ?? null, amountTotal: object.amount_total ?? null, currency: object.currency ?? null },
+              fallback: { email, name },
             }),
           ],
         });
@@ -374,8 +446,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
         // Stored and acknowledged; nothing to project (unknown types are not errors).
         return;
     }
-  });
-  return plan;
+  }
 }
 
 function planSubscriptionFacts(
@@ -391,7 +462,8 @@ function planSubscriptionFacts(
   const statusChange = event.type === 'customer.subscription.updated' && previous && typeof previous.status === 'string' && previous.status !== row.status ? previous.status : null;
   const mayChangeMrr = event.type === 'customer.subscription.updated';
   if (!name && !statusChange && !mayChangeMrr) return;
-  if (name || statusChange) identity(row.customerId);
+  // mrr_changed is only known after the upsert: its customer is read up front too.
+  identity(row.customerId);
   const pos = plan.subscriptions[plan.subscriptions.length - 1]!.pos;
   const at = event.created;
   plan.factSources.push({
@@ -517,7 +589,7 @@ async function upsertCustomers(db: Queryable, round: Versioned<CustomerRow & { d
       version_created = excluded.version_created, version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
     where (customers.deleted = false or excluded.deleted)
       and (excluded.deleted::int, excluded.version_created, excluded.version_event_id)
-        > (customers.deleted::int, customers.version_created, customers.version_event_id)`;
+        > (customers.deleted::int, customers.version_created, customers.version_event_id)`.execute();
 }
 
 /**
@@ -533,7 +605,7 @@ async function ensureCustomers(db: Queryable, placeholders: Map<string, { email:
     on conflict (id) do update set
       email = coalesce(customers.email, excluded.email),
       name = coalesce(customers.name, excluded.name)
-    where customers.version_event_id = ''`;
+    where customers.version_event_id = ''`.execute();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -584,7 +656,7 @@ async function upsertInvoices(db: Queryable, round: Versioned<InvoiceRow>[], now
       version_rank = excluded.version_rank, version_created = excluded.version_created,
       version_attempt = excluded.version_attempt, version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
     where (excluded.version_rank, excluded.version_created, excluded.version_attempt, excluded.version_event_id)
-        > (invoices.version_rank, invoices.version_created, invoices.version_attempt, invoices.version_event_id)`;
+        > (invoices.version_rank, invoices.version_created, invoices.version_attempt, invoices.version_event_id)`.execute();
 }
 
 async function insertFailures(db: Queryable, failures: FailureInsert[]): Promise<void> {
@@ -614,7 +686,7 @@ async function insertFailures(db: Queryable, failures: FailureInsert[]): Promise
       payment_intent_id text, charge_id text, amount bigint, currency text, failure_code text, decline_code text, advice_code text,
       decline_class text, message text, occurred_at timestamptz, n bigint)
     order by r.n
-    on conflict (stripe_event_id) do nothing`;
+    on conflict (stripe_event_id) do nothing`.execute();
 }
 
 const DECLINE_WINDOW_MS = 15 * 60_000;
@@ -660,7 +732,7 @@ async function lookupDeclines(db: Queryable, lookups: DeclineLookup[]): Promise<
           or (pf.invoice_id is null and pf.customer_id = q.customer_id
               and pf.occurred_at between q.around - interval '15 minutes' and q.around + interval '15 minutes'))
       order by pf.occurred_at desc, pf.id desc
-      limit 1) d on true`;
+      limit 1) d on true`.execute();
 }
 
 /**
@@ -757,7 +829,7 @@ async function upsertSubscriptions(db: Queryable, round: Versioned<SubscriptionR
           > (subscriptions.version_rank, subscriptions.version_created, subscriptions.version_event_id)
       returning id)
     select r.pos, (up.id is not null) as applied, b.mrr_minor as before_mrr, b.currency as before_currency
-    from r left join before b on b.id = r.id left join up on up.id = r.id`;
+    from r left join before b on b.id = r.id left join up on up.id = r.id`.execute();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -784,9 +856,9 @@ async function insertFacts(db: Queryable, facts: FactRow[], now: Date): Promise<
       left join customers c on c.id = f.cid
       order by f.n
       on conflict (dedupe_key) do nothing
-      returning dedupe_key`,
+      returning dedupe_key`.execute(),
     // Sent even when every fact was a duplicate: a spare wake-up costs the engine one empty look.
-    db`select pg_notify(${DOMAIN_EVENT_CHANNEL}, '')`,
+    db`select pg_notify(${DOMAIN_EVENT_CHANNEL}, '')`.execute(),
   ]);
   return inserted.map((r) => r.dedupe_key);
 }
