@@ -1,0 +1,76 @@
+// Shrunk counter-examples of the order-independence property (test/pipeline-order.property.test.ts),
+// kept as plain regression tests: each is a timeline in true order and one arrival order
+// (`arrivals` syntax: step indexes in arrival order, a repeat is a redelivery, `|` = the service
+// processes everything received so far). The in-order delivery of the same timeline, to a fresh
+// service, is the reference. A test marked todo fails today; its fix has not landed yet.
+import { after, before, test, type TestContext } from 'node:test';
+import { arrivals, buildTimeline, type Intent, type Op } from '../helpers/timeline-generator.ts';
+import { assertOneFactPerTransition, assertSameOutcome, deliverAll, harness, nextStart, runCase, type Aspect, type Harness } from '../helpers/pipeline-driver.ts';
+
+const TODO_STRIPE_CONTACT = 'waiting for contacts made from Stripe customers to take traits independently of arrival order';
+
+const intent = (customer: number, op: Op, variant = 0, gapMinutes = 60): Intent => ({ customer, op, variant, gapMinutes });
+
+// Two services for the whole file (a build costs ~1 s; each case empties them first).
+let ref: Harness;
+let other: Harness;
+const cleanups: (() => Promise<void>)[] = [];
+before(async () => {
+  const context = { after: (fn: () => Promise<void>) => cleanups.push(fn) } as unknown as TestContext;
+  [ref, other] = await Promise.all([harness(context), harness(context)]);
+});
+after(async () => {
+  for (const cleanup of cleanups) await cleanup();
+});
+
+async function sameAsInOrder(intents: Intent[], spec: string, aspects: Aspect[], follow: boolean) {
+  const timeline = buildTimeline(1, intents);
+  const start = await runCase(ref, other, timeline, arrivals(timeline, spec), { follow });
+  await assertSameOutcome(ref, other, start, aspects);
+}
+
+// #0 sub_0_1 created, #1 in_0_1 payment_failed attempt 1, #2 in_0_1 paid (attempt 2).
+// In order the failure is processed before the payment exists: the first dunning email goes
+// out, then invoice.paid converts the run. Delivered paid-first, the late failure must not start
+// billing recovery for a paid invoice (nor send days 3, 5, 7 to a paying customer).
+test('a payment_failed delivered after invoice.paid for the same invoice starts no dunning', async () => {
+  await sameAsInOrder([intent(0, 'invoice_fail'), intent(0, 'invoice_paid')], '0 | 2 | 1 |', ['emails', 'runs', 'report'], true);
+});
+
+// #0 created, #1 paused, #2 resumed, #3 paused, #4 resumed: four transitions, four facts.
+test('repeated subscription pause/resume transitions are each a fact, also when redelivered out of order', async () => {
+  const timeline = buildTimeline(1, [intent(0, 'sub_create'), intent(0, 'sub_pause'), intent(0, 'sub_resume'), intent(0, 'sub_pause'), intent(0, 'sub_resume')]);
+  const h = other;
+  await h.reset();
+  await deliverAll(h, timeline, arrivals(timeline, '0 | 3 | 4 1 | 2 3 |'), nextStart());
+  await assertOneFactPerTransition(h, timeline);
+});
+
+// #0 u_0 identify plan=team, #1 u_0 identify plan=business (the newer). Delivered newest first,
+// the older identify must not overwrite the newer trait.
+test('an older identify delivered late does not overwrite a newer trait', async () => {
+  await sameAsInOrder([intent(0, 'identify', 2), intent(0, 'identify', 3)], '1 | 0 |', ['people'], false);
+});
+
+// #0 sub_0_1 created (a subscription carries no email), #1 in_0_1 payment_failed (customer_email,
+// customer_name). In order the contact is made from the subscription (traits {}), the invoice
+// only fills its email; invoice first, the contact is made with traits {email, name}.
+test('the contact made for a Stripe customer has the same traits whichever Stripe event arrives first', { todo: TODO_STRIPE_CONTACT }, async () => {
+  await sameAsInOrder([intent(0, 'invoice_fail')], '1 | 0 |', ['people'], false);
+});
+
+// #0 cus_0 customer.updated (new default card; name "Customer 0"), #1 u_0 identify
+// (stripeCustomerId cus_0). In order the contact made for the customer (traits {email, name})
+// is adopted by the identify and keeps `name`; identify first, the customer links to u_0 and
+// `name` never arrives.
+test('a Stripe customer and an identify of the same person give the same traits in either order', { todo: TODO_STRIPE_CONTACT }, async () => {
+  await sameAsInOrder([intent(0, 'pm_update'), intent(0, 'identify', 2)], '1 | 0 |', ['people'], false);
+});
+
+// #0 sub_0_1 created (1 seat, 49.00), #1 sub_0_1 updated to 3 seats. In order the update
+// records subscription.mrr_changed 4900 → 14700 (the expansion workflows' goal); update first,
+// there is no earlier snapshot to compare with and the created snapshot that arrives later is
+// older, so the upgrade is never a fact.
+test('a seat upgrade delivered before its subscription.created is still an mrr_changed fact', { todo: 'waiting for an order-independent mrr_changed (compare with the previous snapshot by event time, not arrival)' }, async () => {
+  await sameAsInOrder([intent(0, 'sub_create'), intent(0, 'sub_update', 1)], '1 | 0 |', ['stripe-facts'], false);
+});
