@@ -14,7 +14,7 @@ import { productEventRoutes } from './events/routes.ts';
 import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.ts';
 import { contactRoutes } from './contacts/routes.ts';
 import { emailRoutes } from './email/routes.ts';
-import type { TemplateCatalog } from './email/templates.ts';
+import type { TemplateCatalog } from './email/template-catalog.ts';
 import { reportRoutes } from './reports/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 

@@ -18,7 +18,7 @@ import { builtinDefinitions } from './workflows/builtin/index.ts';
 import { createEngine, WEBHOOK_QUEUE, type Engine } from './workflows/engine.ts';
 import { deliverWebhook } from './workflows/webhook-delivery.ts';
 import { currentDefinitionProblems, seedBuiltins } from './workflows/workflow-store.ts';
-import { loadTemplates, type TemplateCatalog } from './email/templates.ts';
+import { loadTemplates, type TemplateCatalog } from './email/template-catalog.ts';
 import { createEmailSender, type EmailSender } from './email/sender.ts';
 import { createLogTransport, createResendTransport, type EmailTransport } from './email/transport.ts';
 

@@ -7,16 +7,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Handlebars from 'handlebars';
 import { formatMoney } from '../src/email/money.ts';
-import {
-  DEFAULT_TEMPLATE_DIR,
-  htmlToPlainText,
-  loadTemplates,
-  sampleData,
-  TemplateError,
-  type Brand,
-  type RenderData,
-  type TemplateCatalog,
-} from '../src/email/templates.ts';
+import { DEFAULT_TEMPLATE_DIR, loadTemplates, type Brand, type TemplateCatalog } from '../src/email/template-catalog.ts';
+import { TemplateError } from '../src/email/template-error.ts';
+import { htmlToPlainText, type RenderData } from '../src/email/template-render.ts';
+import { sampleData } from '../src/email/template-samples.ts';
 import { templateKeys } from '../src/workflows/compile.ts';
 import { builtinDefinitions } from '../src/workflows/builtin/index.ts';
 

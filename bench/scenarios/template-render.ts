@@ -6,7 +6,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import mjml2html from 'mjml';
 import { loadConfig } from '../../src/config.ts';
-import { DEFAULT_TEMPLATE_DIR, htmlToPlainText, loadTemplates, sampleData, type RenderData } from '../../src/email/templates.ts';
+import { DEFAULT_TEMPLATE_DIR, loadTemplates } from '../../src/email/template-catalog.ts';
+import { htmlToPlainText, type RenderData } from '../../src/email/template-render.ts';
+import { sampleData } from '../../src/email/template-samples.ts';
 import type { Scenario } from '../lib/context.ts';
 import { fmt, progress } from '../lib/log.ts';
 

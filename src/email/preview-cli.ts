@@ -11,7 +11,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
-import { loadTemplates, sampleData, TemplateError } from './templates.ts';
+import { loadTemplates } from './template-catalog.ts';
+import { TemplateError } from './template-error.ts';
+import { sampleData } from './template-samples.ts';
 
 const USAGE = 'usage: npm run preview -- <template-key> [--format html|text] [--out file] [--locale xx-XX] | --list';
 

@@ -10,7 +10,7 @@ import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { recordDomainEvent } from '../timeline/domain-event-store.ts';
 import { recordMessageEvent } from './sender.ts';
-import { sampleData } from './templates.ts';
+import { sampleData } from './template-samples.ts';
 import { verifyToken } from './tokens.ts';
 
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -48,7 +48,8 @@ import type { Queryable, Sql } from '../db/connection.ts';
 import { reserveSlot } from './rate-limit.ts';
 import { signToken } from './tokens.ts';
 import type { EmailTransport, OutgoingEmail, SendOutcome } from './transport.ts';
-import type { RenderData, TemplateCatalog } from './templates.ts';
+import type { TemplateCatalog } from './template-catalog.ts';
+import type { RenderData } from './template-render.ts';
 
 export const OUTBOX_CHANNEL = 'lifeline_outbox';
 /** Resend's batch endpoint takes up to 100 emails per request. */

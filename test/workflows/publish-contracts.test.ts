@@ -3,8 +3,8 @@
 // recovery keyed by invoice. The built-in definitions pass the very same checks.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadTemplates } from '../../src/email/templates.ts';
-import type { TemplateCatalog } from '../../src/email/templates.ts';
+import { loadTemplates } from '../../src/email/template-catalog.ts';
+import type { TemplateCatalog } from '../../src/email/template-catalog.ts';
 import type { DefinitionError } from '../../src/workflows/definition-schema.ts';
 import { validateForPublish } from '../../src/workflows/publish-contracts.ts';
 import type { TemplateLookup } from '../../src/workflows/publish-contracts.ts';
