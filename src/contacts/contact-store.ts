@@ -158,16 +158,14 @@ async function mergeContact(db: Queryable, into: ContactRow, from: ContactRow, n
   await db`update scheduled_entries set contact_id = ${into.id} where contact_id = ${from.id}
            and not exists (select 1 from scheduled_entries s where s.contact_id = ${into.id} and s.workflow_key = scheduled_entries.workflow_key and s.trait_value = scheduled_entries.trait_value)`;
   await db`delete from contacts where id = ${from.id}`;
-  // Traits: per trait the newer value by message time; untimed keys of `from` only fill gaps.
+  // Traits: the known contact's win, the merged one's fill gaps (with the times they came with).
   const [row] = await db<ContactRow[]>`
     update contacts set
       anonymous_id = coalesce(anonymous_id, ${from.anonymous_id}),
       email = coalesce(email, ${from.email}),
       stripe_customer_id = coalesce(stripe_customer_id, ${from.stripe_customer_id}),
-      traits = (${JSON.stringify(from.traits ?? {})}::text::jsonb || traits)
-        || lifeline_newer(trait_times, ${JSON.stringify(from.traits ?? {})}::text::jsonb, ${JSON.stringify(from.trait_times ?? {})}::text::jsonb),
-      trait_times = (${JSON.stringify(from.trait_times ?? {})}::text::jsonb || trait_times)
-        || lifeline_newer(trait_times, ${JSON.stringify(from.trait_times ?? {})}::text::jsonb, ${JSON.stringify(from.trait_times ?? {})}::text::jsonb),
+      traits = ${JSON.stringify(from.traits ?? {})}::text::jsonb || traits,
+      trait_times = (${JSON.stringify(from.trait_times ?? {})}::text::jsonb - array(select jsonb_object_keys(traits))) || trait_times,
       created_at = least(created_at, ${from.created_at}),
       updated_at = ${now}
     where id = ${into.id}
