@@ -4,6 +4,7 @@
 import type { Queryable } from '../db/connection.ts';
 import type { Config } from '../config.ts';
 import { invoiceDecline } from '../stripe/projector.ts';
+import type { DeclineClass } from '../stripe/shapes.ts';
 import { collectCountConditions, countKey, countMatchingEvents, emptyScope } from './conditions.ts';
 import { subtractDuration } from './duration.ts';
 import type { Context, EventFact, WorkflowDefinition } from './types.ts';
@@ -15,13 +16,151 @@ export interface ContactRecord {
   stripe_customer_id: string | null;
 }
 
-export async function loadContact(db: Queryable, contactId: number): Promise<ContactRecord | null> {
+type AccountRow = { id: number; traits: Record<string, unknown>; stripe_customer_id: string | null };
+type FailureRow = { invoice_id: string | null; customer_id: string; decline_class: DeclineClass; decline_code: string | null; occurred_at: Date; id: number };
+
+/**
+ * What the engine will read for a batch of facts, loaded with one query per kind instead of a
+ * dozen small queries per fact (a batch's round trips and statements, not its rows, are what the
+ * feed pays for). Entries about a contact or account are only valid until the engine writes
+ * something about it (a run, a message, traits): the engine calls `forgetContact` /
+ * `forgetAccount` on every such write, and later reads go to the database. Invoices,
+ * subscriptions, payment failures and suppressions are never written by the engine, so they stay
+ * valid for the whole transaction.
+ */
+export interface ContextPrefetch {
+  contacts: Map<number, ContactRecord | null>;
+  /** the contact's first account (loadAccount with no account given) */
+  firstAccount: Map<number, AccountRow | null>;
+  accounts: Map<number, AccountRow | null>;
+  invoices: Map<string, Record<string, unknown> | null>;
+  subscriptions: Map<string, Record<string, unknown> | null>;
+  /** classified payment failures, newest first, for the decline lookup */
+  failures: FailureRow[];
+  failuresLoaded: boolean;
+  lastCappedSend: Map<number, Date | null>;
+  suppressions: Map<string, 'all' | 'non_transactional' | null>;
+  /** recovery open for the contact's own accounts, and which accounts those are */
+  recovery: Map<number, { open: boolean; accounts: number[] }>;
+}
+
+export function emptyPrefetch(): ContextPrefetch {
+  return {
+    contacts: new Map(),
+    firstAccount: new Map(),
+    accounts: new Map(),
+    invoices: new Map(),
+    subscriptions: new Map(),
+    failures: [],
+    failuresLoaded: false,
+    lastCappedSend: new Map(),
+    suppressions: new Map(),
+    recovery: new Map(),
+  };
+}
+
+export function forgetContact(p: ContextPrefetch | undefined, contactId: number): void {
+  if (!p) return;
+  const id = Number(contactId);
+  p.contacts.delete(id);
+  p.firstAccount.delete(id);
+  p.lastCappedSend.delete(id);
+  p.recovery.delete(id);
+}
+
+export async function prefetchContexts(
+  db: Queryable,
+  p: ContextPrefetch,
+  input: { contactIds: number[]; accountIds: number[]; invoiceIds: string[]; subscriptionIds: string[] },
+): Promise<void> {
+  const contactIds = [...new Set(input.contactIds.map(Number))];
+  const [contacts, firstAccounts, accounts, invoices, subscriptions, last, recovery] = await Promise.all([
+    db<ContactRecord[]>`select id, email, traits, stripe_customer_id from contacts where id = any(${contactIds}::bigint[])`,
+    db<(AccountRow & { contact_id: number })[]>`
+      select distinct on (m.contact_id) m.contact_id, a.id, a.traits, a.stripe_customer_id
+      from account_members m join accounts a on a.id = m.account_id
+      where m.contact_id = any(${contactIds}::bigint[]) order by m.contact_id, m.joined_at, a.id`,
+    db<AccountRow[]>`select id, traits, stripe_customer_id from accounts where id = any(${[...new Set(input.accountIds.map(Number))]}::bigint[])`,
+    db<Record<string, unknown>[]>`${invoiceSelect(db)} where id = any(${[...new Set(input.invoiceIds)]}::text[])`,
+    db<Record<string, unknown>[]>`${subscriptionSelect(db)} where id = any(${[...new Set(input.subscriptionIds)]}::text[])`,
+    db<{ contact_id: number; at: Date | null }[]>`
+      select contact_id, max(created_at) as at from messages
+      where contact_id = any(${contactIds}::bigint[]) and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed')
+      group by contact_id`,
+    db<{ contact_id: number; accounts: number[]; open: boolean }[]>`
+      with c as (select distinct unnest(${contactIds}::bigint[]) as contact_id),
+      accts as (select c.contact_id, m.account_id from c join account_members m on m.contact_id = c.contact_id),
+      people as (
+        select contact_id, contact_id as person from c
+        union select a.contact_id, m.contact_id from accts a join account_members m on m.account_id = a.account_id),
+      custs as (
+        select p.contact_id, ct.stripe_customer_id as customer_id from people p join contacts ct on ct.id = p.person where ct.stripe_customer_id is not null
+        union select p.contact_id, cu.id from people p join customers cu on cu.contact_id = p.person
+        union select a.contact_id, ac.stripe_customer_id from accts a join accounts ac on ac.id = a.account_id where ac.stripe_customer_id is not null)
+      select c.contact_id,
+             coalesce((select array_agg(a.account_id) from accts a where a.contact_id = c.contact_id), '{}') as accounts,
+             exists (select 1 from custs x join invoices i on i.customer_id = x.customer_id
+                     where x.contact_id = c.contact_id and i.status = 'open'
+                       and exists (select 1 from payment_failures f where f.invoice_id = i.id)) as open
+      from c`,
+  ]);
+  for (const id of contactIds) {
+    p.contacts.set(id, null);
+    p.firstAccount.set(id, null);
+    p.lastCappedSend.set(id, null);
+  }
+  for (const row of contacts) p.contacts.set(Number(row.id), row);
+  for (const row of firstAccounts) p.firstAccount.set(Number(row.contact_id), { id: row.id, traits: row.traits, stripe_customer_id: row.stripe_customer_id });
+  for (const id of input.accountIds) p.accounts.set(Number(id), null);
+  for (const row of accounts) p.accounts.set(Number(row.id), row);
+  for (const id of input.invoiceIds) p.invoices.set(id, null);
+  for (const row of invoices) p.invoices.set(String(row.id), row);
+  for (const id of input.subscriptionIds) p.subscriptions.set(id, null);
+  for (const row of subscriptions) p.subscriptions.set(String(row.id), row);
+  for (const row of last) p.lastCappedSend.set(Number(row.contact_id), row.at);
+  for (const row of recovery) p.recovery.set(Number(row.contact_id), { open: row.open, accounts: row.accounts.map(Number) });
+
+  const emails = contacts.flatMap((c) => (c.email ? [c.email.toLowerCase()] : []));
+  const customers = [...new Set([...invoices.map((i) => String(i.customerId))])];
+  const [suppressions, failures] = await Promise.all([
+    db<{ email: string; scope: 'all' | 'non_transactional' }[]>`select email, scope from suppressions where email = any(${emails}::text[])`,
+    db<FailureRow[]>`
+      select id, invoice_id, customer_id, decline_class, coalesce(decline_code, failure_code) as decline_code, occurred_at
+      from payment_failures
+      where decline_class <> 'unknown'
+        and (invoice_id = any(${[...new Set(input.invoiceIds)]}::text[]) or (invoice_id is null and customer_id = any(${customers}::text[])))
+      order by occurred_at desc, id desc`,
+  ]);
+  for (const email of emails) p.suppressions.set(email, null);
+  for (const row of suppressions) p.suppressions.set(row.email, row.scope);
+  // Complete for the batch's invoices and their customers; any other invoice is looked up live.
+  p.failures = [...failures];
+  p.failuresLoaded = invoices.length > 0;
+}
+
+const invoiceSelect = (db: Queryable) => db`
+    select id, customer_id as "customerId", subscription_id as "subscriptionId", status, currency,
+           amount_due as "amountDue", amount_paid as "amountPaid", amount_remaining as "amountRemaining",
+           attempt_count as "attemptCount", next_payment_attempt as "nextPaymentAttempt",
+           hosted_invoice_url as "hostedInvoiceUrl", billing_reason as "billingReason"
+    from invoices`;
+
+const subscriptionSelect = (db: Queryable) => db`
+    select id, customer_id as "customerId", status, currency, mrr_minor as mrr, cancel_at_period_end as "cancelAtPeriodEnd",
+           cancellation_reason as "cancellationReason", cancellation_feedback as "cancellationFeedback", trial_end as "trialEnd"
+    from subscriptions`;
+
+export async function loadContact(db: Queryable, contactId: number, p?: ContextPrefetch): Promise<ContactRecord | null> {
+  const cached = p?.contacts.get(Number(contactId));
+  if (cached !== undefined) return cached;
   const [row] = await db<ContactRecord[]>`select id, email, traits, stripe_customer_id from contacts where id = ${contactId}`;
   return row ?? null;
 }
 
 /** The account a run is about: the given one, else the contact's first account. */
-export async function loadAccount(db: Queryable, contactId: number, accountId: number | null) {
+export async function loadAccount(db: Queryable, contactId: number, accountId: number | null, p?: ContextPrefetch) {
+  const cached = accountId !== null ? p?.accounts.get(Number(accountId)) : p?.firstAccount.get(Number(contactId));
+  if (cached !== undefined) return cached;
   const [row] = accountId !== null
     ? await db<{ id: number; traits: Record<string, unknown>; stripe_customer_id: string | null }[]>`
         select id, traits, stripe_customer_id from accounts where id = ${accountId}`
@@ -33,25 +172,31 @@ export async function loadAccount(db: Queryable, contactId: number, accountId: n
 
 const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
 
-async function loadInvoice(db: Queryable, invoiceId: string | null, at: Date) {
+/** The decline behind an invoice's failure, from prefetched failures (same rule as invoiceDecline). */
+function prefetchedDecline(p: ContextPrefetch, inv: { id: string; customerId: string }, at: Date) {
+  const from = at.getTime() - 15 * 60_000;
+  const to = at.getTime() + 15 * 60_000;
+  const row = p.failures.find((f) =>
+    f.invoice_id === inv.id ||
+    (f.invoice_id === null && f.customer_id === inv.customerId && f.occurred_at.getTime() >= from && f.occurred_at.getTime() <= to));
+  return row ? { declineClass: row.decline_class, declineCode: row.decline_code } : { declineClass: 'unknown' as DeclineClass, declineCode: null };
+}
+
+async function loadInvoice(db: Queryable, invoiceId: string | null, at: Date, p?: ContextPrefetch) {
   if (!invoiceId) return null;
-  const [row] = await db<Record<string, unknown>[]>`
-    select id, customer_id as "customerId", subscription_id as "subscriptionId", status, currency,
-           amount_due as "amountDue", amount_paid as "amountPaid", amount_remaining as "amountRemaining",
-           attempt_count as "attemptCount", next_payment_attempt as "nextPaymentAttempt",
-           hosted_invoice_url as "hostedInvoiceUrl", billing_reason as "billingReason"
-    from invoices where id = ${invoiceId}`;
+  const cached = p?.invoices.get(invoiceId);
+  const row = cached !== undefined ? cached : (await db<Record<string, unknown>[]>`${invoiceSelect(db)} where id = ${invoiceId}`)[0];
   if (!row) return null;
-  const decline = await invoiceDecline(db, { id: invoiceId, customerId: String(row.customerId) }, at);
+  const inv = { id: invoiceId, customerId: String(row.customerId) };
+  const decline = cached !== undefined && p?.failuresLoaded ? prefetchedDecline(p, inv, at) : await invoiceDecline(db, inv, at);
   return { ...row, declineClass: decline.declineClass, declineCode: decline.declineCode } as Record<string, unknown>;
 }
 
-async function loadSubscription(db: Queryable, subscriptionId: string | null) {
+async function loadSubscription(db: Queryable, subscriptionId: string | null, p?: ContextPrefetch) {
   if (!subscriptionId) return null;
-  const [row] = await db<Record<string, unknown>[]>`
-    select id, customer_id as "customerId", status, currency, mrr_minor as mrr, cancel_at_period_end as "cancelAtPeriodEnd",
-           cancellation_reason as "cancellationReason", cancellation_feedback as "cancellationFeedback", trial_end as "trialEnd"
-    from subscriptions where id = ${subscriptionId}`;
+  const cached = p?.subscriptions.get(subscriptionId);
+  if (cached !== undefined) return cached;
+  const [row] = await db<Record<string, unknown>[]>`${subscriptionSelect(db)} where id = ${subscriptionId}`;
   return row ?? null;
 }
 
@@ -94,18 +239,19 @@ export async function loadContext(
     /** counts are judged at this time */
     at: Date;
   },
+  p?: ContextPrefetch,
 ): Promise<Context> {
   const { definition, contact, at } = input;
-  const account = await loadAccount(db, contact.id, input.accountId);
+  const account = await loadAccount(db, contact.id, input.accountId, p);
   let invoiceId: string | null = null;
   let subscriptionId: string | null = null;
   for (const e of input.subjects) {
     invoiceId ??= str(e?.properties.invoiceId);
     subscriptionId ??= str(e?.properties.subscriptionId);
   }
-  const invoice = await loadInvoice(db, invoiceId, at);
+  const invoice = await loadInvoice(db, invoiceId, at, p);
   subscriptionId ??= str(invoice?.subscriptionId);
-  const subscription = await loadSubscription(db, subscriptionId);
+  const subscription = await loadSubscription(db, subscriptionId, p);
 
   const counts: Record<string, number> = {};
   const countConditions = collectCountConditions(definition);
@@ -127,12 +273,22 @@ export async function loadContext(
     counts[countKey(condition)] = countMatchingEvents(condition, events, at, emptyScope({ contact: { id: contact.id, email: contact.email, traits: contact.traits } }));
   }
 
-  const [last] = await db<{ at: Date | null }[]>`
-    select max(created_at) as at from messages
-    where contact_id = ${contact.id} and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed')`;
-  const [suppression] = contact.email
-    ? await db<{ scope: 'all' | 'non_transactional' }[]>`select scope from suppressions where email = lower(${contact.email})`
-    : [];
+  const cachedLast = p?.lastCappedSend.get(Number(contact.id));
+  const [last] = cachedLast !== undefined
+    ? [{ at: cachedLast }]
+    : await db<{ at: Date | null }[]>`
+        select max(created_at) as at from messages
+        where contact_id = ${contact.id} and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed')`;
+  const cachedSuppression = contact.email ? p?.suppressions.get(contact.email.toLowerCase()) : null;
+  const [suppression] = cachedSuppression !== undefined
+    ? (cachedSuppression ? [{ scope: cachedSuppression }] : [])
+    : await db<{ scope: 'all' | 'non_transactional' }[]>`select scope from suppressions where email = lower(${contact.email})`;
+  const accountNumber = account ? Number(account.id) : null;
+  const cachedRecovery = p?.recovery.get(Number(contact.id));
+  // Prefetched for the contact's own accounts: good for any run about one of them.
+  const open = cachedRecovery && (accountNumber === null || cachedRecovery.accounts.includes(accountNumber))
+    ? cachedRecovery.open
+    : await recoveryOpen(db, contact.id, accountNumber);
   const tz = str(contact.traits.timezone) ?? str(account?.traits.timezone);
 
   return {
@@ -142,7 +298,7 @@ export async function loadContext(
     subscription,
     counts,
     policy: {
-      recoveryOpen: await recoveryOpen(db, contact.id, account ? Number(account.id) : null),
+      recoveryOpen: open,
       lastCappedSendAt: last?.at ? last.at.toISOString() : null,
       frequencyCap: config.policy.frequencyCap,
       quietHours: config.policy.quietHours,

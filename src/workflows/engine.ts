@@ -27,7 +27,7 @@ import {
 } from './interpreter.ts';
 import { lockContacts } from './contact-locks.ts';
 import { evaluate } from './conditions.ts';
-import { loadContact, loadContext, type ContactRecord } from './context-loader.ts';
+import { emptyPrefetch, forgetContact, loadContact, loadContext, prefetchContexts, type ContactRecord, type ContextPrefetch } from './context-loader.ts';
 import { activeWorkflows, definitionVersion } from './workflow-store.ts';
 import type { AdvanceResult, EventFact, Fact, RunState, WorkflowDefinition } from './types.ts';
 
@@ -94,6 +94,45 @@ export interface Engine {
   stop(): Promise<void>;
 }
 
+interface ExistingRunRow {
+  workflow_key: string;
+  contact_id: number;
+  account_id: number | null;
+  key: string;
+  status: RunState['status'];
+  startedAt: string;
+}
+
+/**
+ * Reads for a batch of timeline facts, made with a few set-based queries up front (see
+ * ContextPrefetch). A contact's or account's entries are dropped as soon as the engine writes
+ * about it (`touched`), so a later fact of the same contact in the batch reads the database and
+ * sees the runs and messages the earlier one made.
+ */
+interface FeedCache {
+  context: ContextPrefetch;
+  /** active runs (locked FOR UPDATE when prefetched) */
+  activeByContact: Map<number, RunRow[]>;
+  activeByAccount: Map<number, RunRow[]>;
+  /** every run, any status, for entry rules */
+  runsByContact: Map<number, ExistingRunRow[]>;
+  runsByAccount: Map<number, ExistingRunRow[]>;
+  /** recorded facts the live definitions' goals and exits listen to (written by the inbox only) */
+  guardFacts: Map<number, DomainEventRow[]>;
+  guardNames: Set<string>;
+}
+
+function touched(cache: FeedCache | undefined, contactId: number, accountId: number | null): void {
+  if (!cache) return;
+  forgetContact(cache.context, contactId);
+  cache.activeByContact.delete(Number(contactId));
+  cache.runsByContact.delete(Number(contactId));
+  if (accountId !== null) {
+    cache.activeByAccount.delete(Number(accountId));
+    cache.runsByAccount.delete(Number(accountId));
+  }
+}
+
 const toFact = (row: DomainEventRow): EventFact => ({
   id: String(row.id),
   name: row.name,
@@ -136,8 +175,9 @@ export function createEngine(deps: EngineDeps): Engine {
   /** Transactions that already woke the sender (one NOTIFY per transaction is enough). */
   const notified = new WeakSet<object>();
 
-  async function persist(tx: Tx, def: WorkflowDefinition, run: RunRow, contact: ContactRecord, result: AdvanceResult): Promise<void> {
+  async function persist(tx: Tx, def: WorkflowDefinition, run: RunRow, contact: ContactRecord, result: AdvanceResult, cache?: FeedCache): Promise<void> {
     const now = clock.now();
+    touched(cache, run.contact_id, run.account_id);
     const state = result.state;
     const dueAt = state.status === 'active' && state.wait ? new Date(state.wait.until) : null;
     const variants = Object.values(state.variants);
@@ -164,6 +204,7 @@ export function createEngine(deps: EngineDeps): Engine {
         case 'send_email': {
           const to = await recipients(tx, def, run, contact);
           for (const r of to) {
+            if (cache) forgetContact(cache.context, r.id);
             if (r.email) queuedEmail = true;
             const id = to.length > 1 ? `${key}:${r.id}` : key;
             await tx`
@@ -201,9 +242,9 @@ export function createEngine(deps: EngineDeps): Engine {
   }
 
   /** Advance a locked run with one fact and persist the result. */
-  async function feed(tx: Tx, run: RunRow, fact: Fact): Promise<void> {
+  async function feed(tx: Tx, run: RunRow, fact: Fact, cache?: FeedCache): Promise<void> {
     const def = await definitionOf(tx, run.workflow_key, run.version);
-    const contact = await loadContact(tx, run.contact_id);
+    const contact = await loadContact(tx, run.contact_id, cache?.context);
     if (!def || !contact) {
       logger.warn({ runId: run.id }, 'run without definition or contact; ending it');
       await tx`update workflow_runs set status = 'exited', due_at = null, ended_at = ${clock.now()} where id = ${run.id}`;
@@ -216,14 +257,23 @@ export function createEngine(deps: EngineDeps): Engine {
       accountId: run.account_id,
       subjects: [run.state.vars.trigger, fact.type === 'event' ? fact.event : null],
       at: now,
-    });
+    }, cache?.context);
     const result = advance(def, run.state, fact, context, now);
-    await persist(tx, def, run, contact, result);
+    await persist(tx, def, run, contact, result, cache);
   }
 
-  async function enter(tx: Tx, def: WorkflowDefinition, version: number, contact: ContactRecord, accountId: number | null, trigger: EventFact, triggerEventId: number | null): Promise<boolean> {
+  async function enter(
+    tx: Tx,
+    def: WorkflowDefinition,
+    version: number,
+    contact: ContactRecord,
+    accountId: number | null,
+    trigger: EventFact,
+    triggerEventId: number | null,
+    cache?: FeedCache,
+  ): Promise<boolean> {
     const now = clock.now();
-    const context = await loadContext(tx, config, { definition: def, contact, accountId, subjects: [trigger], at: new Date(trigger.occurredAt) });
+    const context = await loadContext(tx, config, { definition: def, contact, accountId, subjects: [trigger], at: new Date(trigger.occurredAt) }, cache?.context);
     if (def.trigger.type === 'event') {
       const match = matchesTrigger(def, trigger, context);
       if (!match.match) return false;
@@ -233,19 +283,26 @@ export function createEngine(deps: EngineDeps): Engine {
     // run, cooldown) counts the account's runs, whichever member triggered them; otherwise every
     // member hitting the trigger would send the same admins the same email again.
     const perAccount = def.audience === 'account_admins' && resolvedAccount !== null;
-    const existing = await tx<{ key: string; status: RunState['status']; startedAt: string }[]>`
-      select run_key as key, status, to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
-      from workflow_runs
-      where workflow_key = ${def.key} and ${perAccount ? tx`account_id = ${resolvedAccount}` : tx`contact_id = ${contact.id}`}`;
+    const cachedRuns = perAccount ? cache?.runsByAccount.get(resolvedAccount!) : cache?.runsByContact.get(Number(contact.id));
+    const existing = cachedRuns
+      ? cachedRuns.filter((r) => r.workflow_key === def.key)
+      : await tx<{ key: string; status: RunState['status']; startedAt: string }[]>`
+          select run_key as key, status, to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
+          from workflow_runs
+          where workflow_key = ${def.key} and ${perAccount ? tx`account_id = ${resolvedAccount}` : tx`contact_id = ${contact.id}`}`;
     // Facts that would end the run, already recorded (delivered before the trigger): the
     // interpreter refuses entry when one happened at or after the trigger.
     const guardNames = entryGuardEventNames(def);
+    const triggerAt = new Date(trigger.occurredAt);
+    const cachedFacts = cache && guardNames.every((n) => cache.guardNames.has(n)) ? cache.guardFacts.get(Number(contact.id)) ?? [] : null;
     const known = guardNames.length === 0
       ? []
-      : (await tx<DomainEventRow[]>`
-          select id, name, contact_id, account_id, properties, occurred_at from domain_events
-          where contact_id = ${contact.id} and name = any(${guardNames}::text[]) and occurred_at >= ${new Date(trigger.occurredAt)}
-          order by occurred_at, id`).map(toFact);
+      : cachedFacts
+        ? cachedFacts.filter((f) => guardNames.includes(f.name) && f.occurred_at.getTime() >= triggerAt.getTime()).map(toFact)
+        : (await tx<DomainEventRow[]>`
+            select id, name, contact_id, account_id, properties, occurred_at from domain_events
+            where contact_id = ${contact.id} and name = any(${guardNames}::text[]) and occurred_at >= ${triggerAt}
+            order by occurred_at, id`).map(toFact);
     const decision = entryDecision(def, trigger, context, existing, now, known);
     if (!decision.enter) {
       logger.debug({ workflow: def.key, contactId: contact.id, reason: decision.reason }, 'not entered');
@@ -258,44 +315,48 @@ export function createEngine(deps: EngineDeps): Engine {
       returning id, workflow_key, version, contact_id, account_id, status, state, due_at`;
     if (!row) return false; // entered concurrently for the same key: once only
     const result = startRun(def, trigger, context, now);
-    await persist(tx, def, row, contact, result);
+    await persist(tx, def, row, contact, result, cache);
     return true;
   }
 
   // -------------------------------------------------------------------------------------------
   // Timeline facts
 
-  async function handleEvent(tx: Tx, event: DomainEventRow, live: { version: number; definition: WorkflowDefinition }[]): Promise<void> {
+  async function handleEvent(tx: Tx, event: DomainEventRow, live: { version: number; definition: WorkflowDefinition }[], cache?: FeedCache): Promise<void> {
     if (event.contact_id === null) return;
     const fact = toFact(event);
-    const contact = await loadContact(tx, event.contact_id);
+    const contact = await loadContact(tx, event.contact_id, cache?.context);
     if (!contact) return;
 
     // 1. Runs already under way for this contact, and account-level runs (audience
     //    account_admins) of its account: e.g. an expansion run started by one member converts
     //    when the account's subscription (a fact on the billing contact) is upgraded.
-    const runs = await tx<RunRow[]>`
-      select id, workflow_key, version, contact_id, account_id, status, state, due_at
-      from workflow_runs
-      where status = 'active'
-        and (contact_id = ${event.contact_id} or (${event.account_id}::bigint is not null and account_id = ${event.account_id}))
-      order by id for update`;
+    const byContact = cache?.activeByContact.get(Number(event.contact_id));
+    const byAccount = event.account_id === null ? [] : cache?.activeByAccount.get(Number(event.account_id));
+    const runs = byContact && byAccount
+      ? [...new Map([...byContact, ...byAccount].map((r) => [Number(r.id), r])).values()].sort((a, b) => Number(a.id) - Number(b.id))
+      : await tx<RunRow[]>`
+          select id, workflow_key, version, contact_id, account_id, status, state, due_at
+          from workflow_runs
+          where status = 'active'
+            and (contact_id = ${event.contact_id} or (${event.account_id}::bigint is not null and account_id = ${event.account_id}))
+          order by id for update`;
     for (const run of runs) {
       const def = await definitionOf(tx, run.workflow_key, run.version);
       if (!def) continue;
       if (run.contact_id !== event.contact_id && def.audience !== 'account_admins') continue;
       const names = runEventNames(def);
       if (names !== 'all' && !names.includes(fact.name)) continue;
-      await feed(tx, run, { type: 'event', event: fact });
+      await feed(tx, run, { type: 'event', event: fact }, cache);
     }
 
     // 2. Triggers.
     for (const { version, definition: def } of live) {
       const trigger = def.trigger;
       if (trigger.type === 'event' && trigger.event === fact.name) {
-        await enter(tx, def, version, contact, event.account_id, fact, event.id);
+        await enter(tx, def, version, contact, event.account_id, fact, event.id, cache);
       } else if (trigger.type === 'segment' && (fact.name === 'identify' || fact.name === 'group')) {
-        const context = await loadContext(tx, config, { definition: def, contact, accountId: event.account_id, subjects: [], at: clock.now() });
+        const context = await loadContext(tx, config, { definition: def, contact, accountId: event.account_id, subjects: [], at: clock.now() }, cache?.context);
         const inside = evaluate(trigger.condition, buildScope(def, context, { event: fact, now: clock.now() })).value;
         const [before] = await tx<{ inside: boolean }[]>`
           select inside from segment_memberships where workflow_key = ${def.key} and contact_id = ${contact.id}`;
@@ -304,7 +365,7 @@ export function createEngine(deps: EngineDeps): Engine {
           on conflict (workflow_key, contact_id) do update set inside = excluded.inside, changed_at = excluded.changed_at
           where segment_memberships.inside <> excluded.inside`;
         if (inside && !before?.inside) {
-          await enter(tx, def, version, contact, event.account_id, { ...fact, name: `segment:${def.key}` }, event.id);
+          await enter(tx, def, version, contact, event.account_id, { ...fact, name: `segment:${def.key}` }, event.id, cache);
         }
       } else if (trigger.type === 'date_trait' && fact.name === (trigger.subject === 'account' ? 'group' : 'identify')) {
         // An account-subject date (e.g. the contract's renewal date, a group trait) is scheduled
@@ -388,6 +449,58 @@ export function createEngine(deps: EngineDeps): Engine {
     }
   }
 
+  /** The reads a batch of facts needs, in three round trips (runs, then contexts). */
+  async function prefetchFeed(tx: Tx, events: DomainEventRow[], live: { definition: WorkflowDefinition }[]): Promise<FeedCache> {
+    const contactIds = [...new Set(events.flatMap((e) => (e.contact_id === null ? [] : [Number(e.contact_id)])))];
+    const accountIds = [...new Set(events.flatMap((e) => (e.account_id === null ? [] : [Number(e.account_id)])))];
+    const guardNames = new Set(live.flatMap((w) => entryGuardEventNames(w.definition)));
+    const [active, all, facts] = await Promise.all([
+      tx<RunRow[]>`
+        select id, workflow_key, version, contact_id, account_id, status, state, due_at from workflow_runs
+        where status = 'active' and (contact_id = any(${contactIds}::bigint[]) or account_id = any(${accountIds}::bigint[]))
+        order by id for update`,
+      tx<ExistingRunRow[]>`
+        select workflow_key, contact_id, account_id, run_key as key, status,
+               to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
+        from workflow_runs where contact_id = any(${contactIds}::bigint[]) or account_id = any(${accountIds}::bigint[])`,
+      tx<DomainEventRow[]>`
+        select id, name, contact_id, account_id, properties, occurred_at from domain_events
+        where contact_id = any(${contactIds}::bigint[]) and name = any(${[...guardNames]}::text[])
+        order by occurred_at, id`,
+    ]);
+    const cache: FeedCache = {
+      context: emptyPrefetch(),
+      activeByContact: new Map(contactIds.map((id) => [id, []])),
+      activeByAccount: new Map(accountIds.map((id) => [id, []])),
+      runsByContact: new Map(contactIds.map((id) => [id, []])),
+      runsByAccount: new Map(accountIds.map((id) => [id, []])),
+      guardFacts: new Map(),
+      guardNames,
+    };
+    for (const run of active) {
+      cache.activeByContact.get(Number(run.contact_id))?.push(run);
+      if (run.account_id !== null) cache.activeByAccount.get(Number(run.account_id))?.push(run);
+    }
+    for (const run of all) {
+      cache.runsByContact.get(Number(run.contact_id))?.push(run);
+      if (run.account_id !== null) cache.runsByAccount.get(Number(run.account_id))?.push(run);
+    }
+    for (const fact of facts) {
+      const list = cache.guardFacts.get(Number(fact.contact_id));
+      if (list) list.push(fact);
+      else cache.guardFacts.set(Number(fact.contact_id), [fact]);
+    }
+    const str = (v: unknown) => (typeof v === 'string' && v !== '' ? [v] : []);
+    const subjects = [...events.map((e) => e.properties), ...active.map((r) => r.state?.vars?.trigger?.properties ?? {})];
+    await prefetchContexts(tx, cache.context, {
+      contactIds,
+      accountIds,
+      invoiceIds: subjects.flatMap((p) => str(p.invoiceId)),
+      subscriptionIds: subjects.flatMap((p) => str(p.subscriptionId)),
+    });
+    return cache;
+  }
+
   /** Facts that share a contact or an account, in timeline order; unrelated groups are independent. */
   function relatedGroups(events: DomainEventRow[]): DomainEventRow[][] {
     const parent = new Map<string, string>();
@@ -438,9 +551,10 @@ export function createEngine(deps: EngineDeps): Engine {
       const live = await activeWorkflows(tx);
       await lockContacts(tx, await contactsTouchedBy(tx, events));
       if (mode === 'pipelined') {
+        const cache = await prefetchFeed(tx, events, live);
         const outcomes = await Promise.allSettled(
           relatedGroups(events).map(async (group) => {
-            for (const event of group) await handleEvent(tx, event, live);
+            for (const event of group) await handleEvent(tx, event, live, cache);
           }),
         );
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
