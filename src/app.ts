@@ -17,21 +17,10 @@ import { emailRoutes } from './email/routes.ts';
 import type { TemplateCatalog } from './email/template-catalog.ts';
 import { reportRoutes } from './reports/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
+import { deadLetterRoutes } from './work/dead-letters.ts';
+import type { AppDeps } from './app-deps.ts';
 
-/** Everything the HTTP layer needs, passed in explicitly (no module-level singletons). */
-export interface AppDeps {
-  config: Config;
-  sql: Sql;
-  clock: Clock;
-  logger: Logger;
-  /** absent in tests that build the app alone */
-  boss?: PgBoss;
-  templates?: TemplateCatalog;
-  /** wakes the inbox consumers after an ingest (coalesced NOTIFY) */
-  inboxNotifier?: import('./worker/inbox-notifier.ts').InboxNotifier;
-  /** HMAC secret for email tokens (unsubscribe, click links) */
-  secret?: string;
-}
+export type { AppDeps };
 
 /** Builds the Fastify app; `server.ts` owns the process (listening, workers, shutdown). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -80,6 +69,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (scope) => emailRoutes(scope, deps));
   await app.register(async (scope) => reportRoutes(scope, deps));
   await app.register(async (scope) => dashboardRoutes(scope, deps));
+  await app.register(async (scope) => deadLetterRoutes(scope, deps));
 
   return app;
 }

@@ -1,7 +1,7 @@
 // GET /v1/contacts/:id — one contact as support and marketers need it: traits, accounts, every
 // workflow run with its decision trace, and the messages sent (or held/skipped) to it.
 import type { FastifyInstance } from 'fastify';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../app-deps.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 

@@ -12,7 +12,7 @@
 import { Readable } from 'node:stream';
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../app-deps.ts';
 import { HttpError } from '../http/errors.ts';
 import { parseCurrency, parseRange } from '../reports/params.ts';
 import { refreshRecoveryCases } from '../reports/recovery-cases.ts';

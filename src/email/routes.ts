@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import { Resend } from 'resend';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../app-deps.ts';
 import type { Tx } from '../db/connection.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../app-deps.ts';
 import { migrationsApplied } from '../db/migrate.ts';
 
 export async function healthRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {

@@ -3,7 +3,7 @@
 // also runs every minute so that the refresh before a report stays small.
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../app-deps.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { getWorkflow } from '../workflows/workflow-store.ts';

@@ -1,6 +1,6 @@
 import Stripe from 'stripe';
 import type { FastifyInstance } from 'fastify';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../app-deps.ts';
 import { HttpError, ErrorSchema } from '../http/errors.ts';
 import { storeStripeEvent, type StripeEnvelope } from './event-inbox.ts';
 

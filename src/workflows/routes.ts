@@ -6,7 +6,7 @@
 // loaded at start-up and fit the category; billing recovery once per invoice). Every problem
 // comes back in one 400 (see invalidDefinition).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { AppDeps } from '../app.ts';
+import type { AppDeps } from '../app-deps.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { mergeErrors, WorkflowDefinitionSchema } from './definition-schema.ts';
