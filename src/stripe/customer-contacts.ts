@@ -54,11 +54,17 @@ export function readCandidateContacts(db: Queryable, ids: string[], emails: stri
   if (ids.length === 0) return Promise.resolve([]);
   const lower = [...new Set(emails.map((e) => e.toLowerCase()))];
   return db<CandidateContact[]>`
+    -- A union of index look-ups (one OR across them would scan every contact).
     select k.id, k.stripe_customer_id, (k.user_id is not null) as identified, k.email from contacts k
-    where k.id in (select contact_id from customers where id = any(${ids}::text[]))
-       or k.stripe_customer_id = any(${ids}::text[])
-       or lower(k.email) = any(${lower}::text[])
-       or lower(k.email) in (select lower(email) from customers where id = any(${ids}::text[]) and email is not null)`.execute();
+    where k.id in (
+      select c.contact_id from customers c where c.id = any(${ids}::text[]) and c.contact_id is not null
+      union
+      select k2.id from contacts k2 where k2.stripe_customer_id = any(${ids}::text[])
+      union
+      select k3.id from contacts k3 where lower(k3.email) = any(${lower}::text[])
+      union
+      select k4.id from customers c join contacts k4 on lower(k4.email) = lower(c.email)
+      where c.id = any(${ids}::text[]) and c.email is not null)`.execute();
 }
 
 /** One contactForCustomer call of the one-at-a-time projection, in batch order. */

@@ -724,14 +724,21 @@ async function lookupDeclines(db: Queryable, lookups: DeclineLookup[]): Promise<
   return db<StoredDecline[]>`
     select q.pos, d.decline_class, d.decline_code, d.occurred_at
     from jsonb_to_recordset(${json(rows)}::text::jsonb) as q(pos int, invoice_id text, pi text, customer_id text, around timestamptz)
+    -- Three branches, each on an index (an OR across them would scan payment_failures once
+    -- per look-up); the payment intent branch runs only for legacy invoices that carry one.
     join lateral (
-      select pf.decline_class, coalesce(pf.decline_code, pf.failure_code) as decline_code, pf.occurred_at from payment_failures pf
-      where pf.decline_class <> 'unknown'
-        and (pf.invoice_id = q.invoice_id
-          or (q.pi is not null and pf.payment_intent_id = q.pi)
-          or (pf.invoice_id is null and pf.customer_id = q.customer_id
-              and pf.occurred_at between q.around - interval '15 minutes' and q.around + interval '15 minutes'))
-      order by pf.occurred_at desc, pf.id desc
+      select m.decline_class, m.decline_code, m.occurred_at from (
+        select pf.id, pf.decline_class, coalesce(pf.decline_code, pf.failure_code) as decline_code, pf.occurred_at
+        from payment_failures pf where pf.invoice_id = q.invoice_id and pf.decline_class <> 'unknown'
+        union all
+        select pf.id, pf.decline_class, coalesce(pf.decline_code, pf.failure_code), pf.occurred_at
+        from payment_failures pf where q.pi is not null and pf.payment_intent_id = q.pi and pf.decline_class <> 'unknown'
+        union all
+        select pf.id, pf.decline_class, coalesce(pf.decline_code, pf.failure_code), pf.occurred_at
+        from payment_failures pf
+        where pf.customer_id = q.customer_id and pf.invoice_id is null and pf.decline_class <> 'unknown'
+          and pf.occurred_at between q.around - interval '15 minutes' and q.around + interval '15 minutes') m
+      order by m.occurred_at desc, m.id desc
       limit 1) d on true`.execute();
 }
 
