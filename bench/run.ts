@@ -18,11 +18,12 @@ import { campaignSend } from './scenarios/campaign-send.ts';
 import { eventLatency } from './scenarios/event-latency.ts';
 import { eventsPipeline } from './scenarios/events-pipeline.ts';
 import { recoveryReport } from './scenarios/recovery-report.ts';
+import { stripePipeline } from './scenarios/stripe-pipeline.ts';
 import { waitingRuns } from './scenarios/waiting-runs.ts';
 import { templateRender } from './scenarios/template-render.ts';
 import { webhookIngest } from './scenarios/webhook-ingest.ts';
 
-const SCENARIOS: Scenario[] = [webhookIngest, batchIngest, eventLatency, templateRender, campaignSend, waitingRuns, recoveryReport, eventsPipeline];
+const SCENARIOS: Scenario[] = [webhookIngest, batchIngest, eventLatency, templateRender, campaignSend, waitingRuns, recoveryReport, stripePipeline, eventsPipeline];
 const RESULTS = path.join(BENCH_DIR, 'results', 'latest.json');
 
 function usage(): string {
