@@ -389,7 +389,8 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
         update messages m set status = x.status, status_reason = x.reason, provider_id = coalesce(x.provider_id, m.provider_id),
           sent_at = case when x.status = 'sent' then ${now} else m.sent_at end,
           next_attempt_at = ${batch.nextAttemptAt ?? null}, locked_until = null, updated_at = ${now}
-        from x, b where m.id = x.id and m.batch_id = b.id
+        -- a member something else already ended (an operator, a clean-up) keeps its status
+        from x, b where m.id = x.id and m.batch_id = b.id and m.status in ('sending', 'queued')
         returning m.id, x.status, x.reason),
       e as (
         -- a message going back to the queue is not an event of its timeline (as before batches)
