@@ -85,7 +85,7 @@ export async function prefetchContexts(
     db<Record<string, unknown>[]>`${subscriptionSelect(db)} where id = any(${[...new Set(input.subscriptionIds)]}::text[])`,
     db<{ contact_id: number; at: Date | null }[]>`
       select contact_id, max(created_at) as at from messages
-      where contact_id = any(${contactIds}::bigint[]) and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed')
+      where contact_id = any(${contactIds}::bigint[]) and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed', 'dead')
       group by contact_id`,
     db<{ contact_id: number; accounts: number[]; open: boolean }[]>`
       with c as (select distinct unnest(${contactIds}::bigint[]) as contact_id),
@@ -278,7 +278,7 @@ export async function loadContext(
     ? [{ at: cachedLast }]
     : await db<{ at: Date | null }[]>`
         select max(created_at) as at from messages
-        where contact_id = ${contact.id} and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed')`;
+        where contact_id = ${contact.id} and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed', 'dead')`;
   const cachedSuppression = contact.email ? p?.suppressions.get(contact.email.toLowerCase()) : null;
   const [suppression] = cachedSuppression !== undefined
     ? (cachedSuppression ? [{ scope: cachedSuppression }] : [])
