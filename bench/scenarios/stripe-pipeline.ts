@@ -119,7 +119,7 @@ export const stripePipeline: Scenario = {
     progress(S, `baseline: ${fmt(b.ok)} accepted (${b.failed} failed) in ${fmt((b.lastAnswer - b.first) / 1000, 2)} s = ${fmt(baseRate)} events/s; ${describeCpu(baseCpu)}`);
     report.phase(S, `baseline: ${n} webhooks, ${o.connections} connections`, baseCpu, { rps: baseRate });
 
-    // 2. Lifeline ROLE=all, Resend unthrottled (fake without a limit, RESEND_RATE_LIMIT high).
+    // 2. Lifeline ROLE=all, Resend unthrottled (fake without a limit, RESEND_RATE_LIMIT at its maximum, 1,000 requests/s).
     const fake = await startFakeResend({ keepContent: false });
     try {
       await ctx.settle();
@@ -127,7 +127,7 @@ export const stripePipeline: Scenario = {
         ROLE: 'all',
         RESEND_API_KEY: 're_bench_key',
         RESEND_BASE_URL: fake.url,
-        RESEND_RATE_LIMIT: '100000',
+        RESEND_RATE_LIMIT: '1000',
       });
       const deliveries = stripeDeliveries({ idPrefix: `pl${tag}` });
       const meter = cpuMeter(svc.pid);
@@ -176,7 +176,7 @@ export const stripePipeline: Scenario = {
       report.info(S, 'stage: emailed (first request → last email at the fake Resend)', e2e, 'events/s');
       report.info(S, 'Lifeline RSS after the scenario', rss, 'MiB');
       if (accepted() < n) report.note(`${S}: only ${accepted()} of ${n} emails reached the fake within ${LIMIT_MS / 1000} s of the start`);
-      report.note(`${S}: ${o.connections} keep-alive connections, closed loop, ${n} requests to each server; ${st!.sent} dunning-soft-1 messages recorded. RESEND_RATE_LIMIT=100000, fake Resend without a limit.`);
+      report.note(`${S}: ${o.connections} keep-alive connections, closed loop, ${n} requests to each server; ${st!.sent} dunning-soft-1 messages recorded. RESEND_RATE_LIMIT=1000 (the highest allowed; 100,000 emails/s at 100 per request), fake Resend without a limit.`);
       report.phase(S, `Lifeline ROLE=all: ${n} webhooks → emails`, cpu, { rps: e2e, accepted: acceptedRate, projected: projectedRate, queued: queuedRate, rssMiB: rss });
     } finally {
       await fake.close();
