@@ -37,6 +37,19 @@ test('a payment_failed delivered after invoice.paid for the same invoice starts 
   await sameAsInOrder([intent(0, 'invoice_fail'), intent(0, 'invoice_paid')], '0 | 2 | 1 |', ['emails', 'runs', 'report'], true);
 });
 
+// The property's shrunk counter-example against the code before the engine entry guards
+// (seed -266319092): #0 sub_0_1 created, #1 in_0_1 payment_failed, #2 in_0_1 voided; the void
+// processed first, the late failure sent days 3, 5 and 7 of dunning for a voided invoice.
+test('a payment_failed delivered after invoice.voided for the same invoice starts no dunning', async () => {
+  await sameAsInOrder([intent(0, 'invoice_fail'), intent(0, 'invoice_void')], '0 2 | 1 |', ['emails', 'runs', 'report'], true);
+});
+
+// #0 u_0 identify (email), #1 Signed Up, #2 Project Created (activation's goal). Project Created
+// processed before Signed Up must not start activation and send "create your first project".
+test('Project Created delivered before Signed Up sends no activation email', async () => {
+  await sameAsInOrder([intent(0, 'identify', 2), intent(0, 'track', 0), intent(0, 'track', 1)], '0 | 2 | 1 |', ['emails', 'runs'], true);
+});
+
 // #0 created, #1 paused, #2 resumed, #3 paused, #4 resumed: four transitions, four facts.
 test('repeated subscription pause/resume transitions are each a fact, also when redelivered out of order', async () => {
   const timeline = buildTimeline(1, [intent(0, 'sub_create'), intent(0, 'sub_pause'), intent(0, 'sub_resume'), intent(0, 'sub_pause'), intent(0, 'sub_resume')]);
