@@ -55,3 +55,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 	  AND (NOT coalesce(stored_times, '{}'::jsonb) ? e.key
 	       OR (stored_times->>e.key)::timestamptz <= (patch_times->>e.key)::timestamptz)
 $$;
+--> statement-breakpoint
+-- The inboxes churn (every row is updated once when processed): vacuum and analyze them early,
+-- so their due indexes do not fill with dead entries and plans follow their size.
+ALTER TABLE "product_events" SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);--> statement-breakpoint
+ALTER TABLE "stripe_events" SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);

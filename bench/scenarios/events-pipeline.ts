@@ -122,6 +122,9 @@ export const eventsPipeline: Scenario = {
 
     let timeline = 0;
     let consumed = 0;
+    let timelineSec = Number.NaN;
+    // What the database is busy with while the pipeline drains (sampled with every poll).
+    const busy = new Map<string, number>();
     const deadline = performance.now() + options.drainLimitSec * 1000;
     while (performance.now() < deadline) {
       const [c] = await sql<{ timeline: number; consumed: number }[]>`
@@ -129,6 +132,10 @@ export const eventsPipeline: Scenario = {
         from domain_events where source = 'product' and source_id like ${prefix}`;
       timeline = c!.timeline;
       consumed = c!.consumed;
+      if (timeline >= TOTAL && Number.isNaN(timelineSec)) timelineSec = (performance.now() - started) / 1000;
+      for (const a of await sql<{ q: string }[]>`
+        select left(btrim(regexp_replace(query, '[[:space:]]+', ' ', 'g')), 110) as q from pg_stat_activity
+        where datname = current_database() and state = 'active' and pid <> pg_backend_pid()`) busy.set(a.q, (busy.get(a.q) ?? 0) + 1);
       if (consumed >= TOTAL) break;
       await sleep(100);
     }
@@ -142,12 +149,16 @@ export const eventsPipeline: Scenario = {
     await sleep(200);
     const [dl1] = await sql<{ deadlocks: number }[]>`select deadlocks::int from pg_stat_database where datname = current_database()`;
     const rate = consumed / totalSec;
+    const top = [...busy].sort((a, b) => b[1] - a[1]).slice(0, 6);
+    for (const [q, n] of top) progress(`${S}/db`, `${String(n).padStart(4)} samples: ${q}`);
+    progress(S, `all ${fmt(TOTAL)} on the timeline after ${timelineSec.toFixed(2)} s (${fmt(TOTAL / timelineSec)} events/s ingest → timeline)`);
     progress(S, `${fmt(timeline)} on the timeline, ${fmt(consumed)} consumed by the engine after ${totalSec.toFixed(2)} s: ${fmt(rate)} events/s end to end; ${describeCpu(cpu)}`);
     progress(S, `service RSS after the scenario: ${rss.toFixed(0)} MB; events with an error: ${errs!.failed}, retried: ${errs!.retried}; deadlocks (pg_stat_database delta): ${dl1!.deadlocks - dl0!.deadlocks}`);
     report.phase(S, 'Lifeline ROLE=all, 20k tracks end to end', cpu, { eventsPerSec: rate, ingestSec, totalSec });
     report.info(S, `baseline: ${PER_REQUEST}-row INSERTs of the same rows, ${CLIENTS} concurrent`, baseline, 'rows/s');
     report.ratio(S, `${fmt(TOTAL)} tracks via /v1/batch → timeline → engine consumed, end to end${consumed < TOTAL ? ` (ONLY ${fmt(consumed)} within ${options.drainLimitSec}s)` : ''}`, rate, 'events/s', baseline, 0.5);
     report.info(S, 'ingest only: /v1/batch accepted', TOTAL / ingestSec, 'events/s');
+    report.info(S, 'ingest → timeline (inbox lanes done, before the engine)', TOTAL / timelineSec, 'events/s');
     report.info(S, 'service RSS after the scenario', rss, 'MB');
     report.info(S, 'deadlocks during the scenario (pg_stat_database)', dl1!.deadlocks - dl0!.deadlocks, 'count');
     report.info(S, 'product events retried (attempts > 1)', errs!.retried, 'events');

@@ -115,43 +115,50 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     db`${now}::timestamptz + make_interval(secs => least(${spec.backoff.maxMs}::float8, ${spec.backoff.baseMs}::float8 * power(2, greatest(${attempts} - 1, 0))) / 1000.0)`;
 
   async function chargeExpired(oldIds: string[], now: Date): Promise<void> {
-    // The previous holder never finished: its items used up an attempt.
-    const attempts = sql.unsafe('attempts + 1');
+    // The previous holder never finished: its items used up an attempt (no backoff: the lease
+    // time was the wait), and the last allowed one parks them.
     await sql`
       update ${table} set attempts = attempts + 1,
         last_error = 'lease expired: the worker holding this item stopped or hung',
-        dead_at = case when attempts + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end,
-        retry_at = ${retryAt(sql, now, attempts)}
+        dead_at = case when attempts + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end
       where id = any(${oldIds}::${idType}[]) and ${done} is null and dead_at is null`;
   }
+
+  // Which partitions have due items: one probe per partition with the partition number as a
+  // literal, so every probe is an index lookup on (lane, …) whatever the statistics say. (A join
+  // on the lane let the planner, with statistics from when the table was small, scan the whole
+  // index once per partition: 50 ms per claim instead of < 1 ms.)
+  const probes = (now: Date) =>
+    Array.from({ length: spec.partitions }, (_, p) => sql`select ${sql.unsafe(String(p))}::int as partition where exists (select 1 from ${table} e where e.lane = ${sql.unsafe(String(p))} and ${pending(now)})`)
+      .reduce((all, probe) => sql`${all} union all ${probe}`);
 
   async function claim(limit: number): Promise<Lease | null> {
     const now = clock.now();
     const until = new Date(now.getTime() + spec.leaseMs);
-    // One statement: pick the least recently served free partition with due work (row locked,
-    // SKIP LOCKED), take its first items in order, stamp a new token.
-    const [row] = await sql<{ partition: number; token: number; claimed: string[]; old_until: Date | null; old_claimed: string[] | null }[]>`
-      with p as (
-        select w.partition, w.lease_until as old_until, w.claimed as old_claimed from work_partitions w
+    // 1. Lease the least recently served free partition with due work (row locked with SKIP
+    //    LOCKED while stamping it, so two lanes never take the same one), with a new token.
+    const [row] = await sql<{ partition: number; token: number; old_until: Date | null; old_claimed: string[] | null }[]>`
+      with due as (${probes(now)}), p as (
+        select w.partition, w.lease_until as old_until, w.claimed as old_claimed from work_partitions w join due using (partition)
         where w.queue = ${spec.name} and (w.lease_until is null or w.lease_until <= ${now})
-          and exists (select 1 from ${table} e where e.lane = w.partition and ${pending(now)})
         order by w.served_at nulls first, w.partition
         limit 1
-        for update skip locked
-      ), items as (
-        -- (the output is not named "id": ORDER BY would sort by it, as text)
-        select e.id as item from ${table} e, p where e.lane = p.partition and ${pending(now)}
-        order by ${order} limit ${limit}
-      ), l as (
-        update work_partitions w set token = nextval('work_lease_token'), lease_until = ${until}, served_at = ${now},
-          claimed = (select coalesce(array_agg(item::text), '{}') from items)
-        from p where w.queue = ${spec.name} and w.partition = p.partition
-        returning w.partition, w.token, w.claimed
+        for update of w skip locked
       )
-      select l.partition, l.token, l.claimed, p.old_until, p.old_claimed from l join p using (partition)`;
+      update work_partitions w set token = nextval('work_lease_token'), lease_until = ${until}, served_at = ${now}, claimed = '{}'
+      from p where w.queue = ${spec.name} and w.partition = p.partition
+      returning w.partition, w.token, p.old_until, p.old_claimed`;
     if (!row) return null;
     if (row.old_until && row.old_claimed && row.old_claimed.length > 0) await chargeExpired(row.old_claimed, now);
-    return { queue: spec.name, partition: row.partition, token: row.token, ids: row.claimed, until };
+    // 2. Its first due items, in order, remembered with the lease (an expired lease charges them).
+    const [taken] = await sql<{ claimed: string[] | null }[]>`
+      update work_partitions set claimed = (
+        select coalesce(array_agg(item::text), '{}') from (
+          select e.id as item from ${table} e where e.lane = ${row.partition} and ${pending(now)}
+          order by ${order} limit ${limit}) i)
+      where queue = ${spec.name} and partition = ${row.partition} and token = ${row.token}
+      returning claimed`;
+    return { queue: spec.name, partition: row.partition, token: row.token, ids: taken?.claimed ?? [], until };
   }
 
   async function hold(tx: Tx, lease: Lease): Promise<void> {
