@@ -2,9 +2,9 @@
 // through a generated timeline for the order-independence property, and reads back everything
 // that must not depend on delivery order.
 //
-// One service is reused across the runs of a property: between runs every data table is
-// emptied while the workflow definitions and the signing secret
-// stay. Building a service costs ~1 s (template compilation, pg-boss start), a reset much less.
+// One service is reused across the runs of a property: between runs every data table is emptied
+// while the workflow definitions and the signing secret stay. Building a service costs ~1 s
+// (template compilation, pg-boss start); a reset costs tens of milliseconds.
 // Each run starts later than the previous one ended (the clock never goes back: the sender's
 // in-process send window keeps send times and would wait for a clock that went back).
 import assert from 'node:assert/strict';
@@ -21,7 +21,6 @@ export const FOLLOW_DAYS = 40;
 
 /** Tables that keep their rows between runs: configuration, not data. */
 const KEEP = new Set(['settings', 'workflows', 'workflow_versions']);
-
 
 export interface Harness {
   svc: Built;
