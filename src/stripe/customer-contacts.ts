@@ -3,7 +3,10 @@
 // of the batch where one-at-a-time projection would. Rules: a customer keeps the contact it is
 // linked to (which gets the billing email if it had none); else the contact carrying its Stripe
 // id, else one with its email (identified users first, then the oldest), which gets the Stripe
-// id if it had none; else a new contact made from the customer's email and name.
+// id if it had none; else a new contact made from the customer's email and name. A contact no
+// user has identified yet also gets the `email` and `name` traits it lacks whenever an event
+// carries them, so it ends with the same traits whichever Stripe event arrived first (a
+// subscription carries neither; an invoice both).
 //
 // How: read (before the batch writes anything) the batch's customers and every contact that
 // could match any of them, replay the calls in memory in batch order (planContacts), then write
@@ -36,6 +39,8 @@ export interface CandidateContact {
   stripe_customer_id: string | null;
   identified: boolean;
   email: string | null;
+  has_email_trait: boolean;
+  has_name_trait: boolean;
 }
 
 /** The customers rows as they are before the batch (issue before the batch's upserts). */
@@ -55,7 +60,9 @@ export function readCandidateContacts(db: Queryable, ids: string[], emails: stri
   const lower = [...new Set(emails.map((e) => e.toLowerCase()))];
   return db<CandidateContact[]>`
     -- A union of index look-ups (one OR across them would scan every contact).
-    select k.id, k.stripe_customer_id, (k.user_id is not null) as identified, k.email from contacts k
+    select k.id, k.stripe_customer_id, (k.user_id is not null) as identified, k.email,
+           jsonb_exists(k.traits, 'email') as has_email_trait, jsonb_exists(k.traits, 'name') as has_name_trait
+    from contacts k
     where k.id in (
       select c.contact_id from customers c where c.id = any(${ids}::text[]) and c.contact_id is not null
       union
@@ -75,8 +82,8 @@ export interface ContactPoint {
 }
 
 export interface ContactChanges {
-  /** existing contacts without an email that get one */
-  fills: { id: number; email: string }[];
+  /** existing contacts that get an email (if they have none) and traits they lack */
+  fills: { id: number; email: string | null; patch: Record<string, unknown> }[];
   /** existing contacts without a Stripe id that get this customer's */
   links: { id: number; cid: string }[];
   /** new contacts, each made by (and carrying the Stripe id of) its creator */
@@ -93,13 +100,27 @@ interface SimContact {
   stripeCustomerId: string | null;
   identified: boolean;
   email: string | null;
+  /** traits keys it has, and the ones this batch adds */
+  traitKeys: Set<string>;
+  patch: Record<string, unknown>;
   filled: boolean;
   linked: boolean;
 }
 
 /** Replays contactForCustomer at every point, in order, in memory. */
 export function planContacts(customers: StoredCustomer[], candidates: CandidateContact[], points: ContactPoint[]): ContactChanges {
-  const contacts: SimContact[] = candidates.map((c) => ({ id: c.id, order: c.id, creator: null, stripeCustomerId: c.stripe_customer_id, identified: c.identified, email: c.email, filled: false, linked: false }));
+  const contacts: SimContact[] = candidates.map((c) => ({
+    id: c.id,
+    order: c.id,
+    creator: null,
+    stripeCustomerId: c.stripe_customer_id,
+    identified: c.identified,
+    email: c.email,
+    traitKeys: new Set([...(c.has_email_trait ? ['email'] : []), ...(c.has_name_trait ? ['name'] : [])]),
+    patch: {},
+    filled: false,
+    linked: false,
+  }));
   const byId = new Map(contacts.map((c) => [c.id!, c]));
   const linkOf = new Map<string, SimContact>();
   for (const c of customers) {
@@ -118,6 +139,15 @@ export function planContacts(customers: StoredCustomer[], candidates: CandidateC
         current.email = p.email;
         current.filled = true;
       }
+      if (!current.identified) {
+        for (const [key, value] of [['email', p.email], ['name', p.name]] as const) {
+          if (value && !current.traitKeys.has(key)) {
+            current.traitKeys.add(key);
+            current.patch[key] = value;
+            current.filled = true;
+          }
+        }
+      }
       continue;
     }
     const email = p.email?.toLowerCase() ?? null;
@@ -135,18 +165,18 @@ export function planContacts(customers: StoredCustomer[], candidates: CandidateC
       assigns.push({ cid: p.cid, contact: found.id, creator: found.creator });
       continue;
     }
-    const sim: SimContact = { id: null, order: next++, creator: p.cid, stripeCustomerId: p.cid, identified: false, email: p.email, filled: false, linked: false };
+    const traits = { ...(p.email ? { email: p.email } : {}), ...(p.name ? { name: p.name } : {}) };
+    const sim: SimContact = { id: null, order: next++, creator: p.cid, stripeCustomerId: p.cid, identified: false, email: p.email, traitKeys: new Set(Object.keys(traits)), patch: {}, filled: false, linked: false };
     contacts.push(sim);
     linkOf.set(p.cid, sim);
-    const traits = { ...(p.email ? { email: p.email } : {}), ...(p.name ? { name: p.name } : {}) };
     creates.push({ cid: p.cid, email: p.email, traits, sim });
     assigns.push({ cid: p.cid, contact: null, creator: p.cid });
   }
   return {
-    fills: contacts.filter((k) => k.id !== null && k.filled).map((k) => ({ id: k.id!, email: k.email! })),
+    fills: contacts.filter((k) => k.id !== null && k.filled).map((k) => ({ id: k.id!, email: k.email, patch: k.patch })),
     links: contacts.filter((k) => k.id !== null && k.linked).map((k) => ({ id: k.id!, cid: k.stripeCustomerId! })),
-    // A new contact filled later in the batch is simply created with that email.
-    creates: creates.map(({ sim, ...c }) => ({ ...c, email: sim.email })),
+    // A new contact filled later in the batch is simply created with that email and traits.
+    creates: creates.map(({ sim, ...c }) => ({ ...c, email: sim.email, traits: { ...sim.patch, ...c.traits } })),
     assigns,
   };
 }
@@ -156,9 +186,9 @@ export async function applyContactChanges(db: Queryable, changes: ContactChanges
   const pending: Promise<unknown>[] = [];
   if (changes.fills.length > 0) {
     pending.push(db`
-      update contacts k set email = u.email
-      from jsonb_to_recordset(${JSON.stringify(changes.fills)}::text::jsonb) as u(id bigint, email text)
-      where k.id = u.id and k.email is null`.execute());
+      update contacts k set email = coalesce(k.email, u.email), traits = u.patch || k.traits
+      from jsonb_to_recordset(${JSON.stringify(changes.fills)}::text::jsonb) as u(id bigint, email text, patch jsonb)
+      where k.id = u.id`.execute());
   }
   if (changes.links.length > 0) {
     pending.push(db`
