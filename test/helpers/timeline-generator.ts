@@ -99,7 +99,8 @@ export const groupId = (c: number) => `acct_${c}`;
 interface CustomerState {
   sub: { id: string; status: string; unitAmount: number; quantity: number } | null;
   subs: number;
-  invoice: { id: string; status: string; attempts: number; amount: number } | null;
+  /** the latest invoice; `retired` once its subscription is canceled (Stripe stops retrying it) */
+  invoice: { id: string; subscription: string; status: string; attempts: number; amount: number; retired: boolean } | null;
   invoices: number;
   pm: string | null;
   pms: number;
@@ -139,7 +140,7 @@ export function buildTimeline(customers: number, intents: readonly Intent[]): Ti
     at += Math.max(1, intent.gapMinutes) * 60;
     const invoiceSnapshot = (status: string, attempts: number, paidAt = false) => {
       const inv = st.invoice!;
-      const sub = st.sub?.id ?? null;
+      const sub = inv.subscription;
       return (start: number, t: number) => ({
         ...invoice({
           id: inv.id, customer: customerId(c), customer_email: emailOf(c), subscription: sub, status, amount_due: inv.amount,
@@ -152,8 +153,8 @@ export function buildTimeline(customers: number, intents: readonly Intent[]): Ti
     switch (intent.op) {
       case 'invoice_fail': {
         ensureSubscription(c, st);
-        if (!st.invoice || st.invoice.status !== 'open') {
-          st.invoice = { id: `in_${c}_${++st.invoices}`, status: 'open', attempts: 0, amount: st.sub!.unitAmount * st.sub!.quantity };
+        if (!st.invoice || st.invoice.status !== 'open' || st.invoice.retired) {
+          st.invoice = { id: `in_${c}_${++st.invoices}`, subscription: st.sub!.id, status: 'open', attempts: 0, amount: st.sub!.unitAmount * st.sub!.quantity, retired: false };
         }
         st.invoice.attempts++;
         stripe('invoice.payment_failed', `${st.invoice.id} payment_failed attempt ${st.invoice.attempts}`, invoiceSnapshot('open', st.invoice.attempts));
@@ -219,6 +220,7 @@ export function buildTimeline(customers: number, intents: readonly Intent[]): Ti
         const s = st.sub;
         if (!s || s.status === 'canceled') break;
         s.status = 'canceled';
+        if (st.invoice?.subscription === s.id) st.invoice.retired = true;
         const involuntary = v % 3 === 0;
         const feedback = involuntary ? null : FEEDBACK[v % FEEDBACK.length]!;
         const snapshot = { ...s };
