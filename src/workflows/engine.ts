@@ -175,20 +175,37 @@ export function createEngine(deps: EngineDeps): Engine {
   /** Transactions that already woke the sender (one NOTIFY per transaction is enough). */
   const notified = new WeakSet<object>();
 
-  async function persist(tx: Tx, def: WorkflowDefinition, run: RunRow, contact: ContactRecord, result: AdvanceResult, cache?: FeedCache): Promise<void> {
+  /** The run columns an interpreter state sets. */
+  function runColumns(state: RunState) {
+    const variants = Object.values(state.variants);
+    return {
+      state: JSON.stringify(state),
+      status: state.status,
+      dueAt: state.status === 'active' && state.wait ? new Date(state.wait.until) : null,
+      endedAt: state.endedAt ? new Date(state.endedAt) : null,
+      convertedAt: state.convertedAt ? new Date(state.convertedAt) : null,
+      holdout: state.holdout,
+      variant: variants.length ? variants[variants.length - 1]! : null,
+    };
+  }
+
+  /**
+   * Stores an interpreter result: the run's new state (unless `stored`: a new run inserted with
+   * it), its trace and side effects.
+   */
+  async function persist(tx: Tx, def: WorkflowDefinition, run: RunRow, contact: ContactRecord, result: AdvanceResult, cache?: FeedCache, stored = false): Promise<void> {
     const now = clock.now();
     touched(cache, run.contact_id, run.account_id);
     const state = result.state;
-    const dueAt = state.status === 'active' && state.wait ? new Date(state.wait.until) : null;
-    const variants = Object.values(state.variants);
-    await tx`
-      update workflow_runs set
-        state = ${JSON.stringify(state)}::text::jsonb, status = ${state.status}, due_at = ${dueAt}, queued_at = null,
-        ended_at = ${state.endedAt ? new Date(state.endedAt) : null},
-        converted_at = ${state.convertedAt ? new Date(state.convertedAt) : null},
-        holdout = ${state.holdout}, variant = ${variants.length ? variants[variants.length - 1]! : null}, updated_at = ${now},
-        failures = 0, last_error = null
-      where id = ${run.id}`;
+    const c = runColumns(state);
+    if (!stored) {
+      await tx`
+        update workflow_runs set
+          state = ${c.state}::text::jsonb, status = ${c.status}, due_at = ${c.dueAt}, queued_at = null,
+          ended_at = ${c.endedAt}, converted_at = ${c.convertedAt}, holdout = ${c.holdout}, variant = ${c.variant},
+          updated_at = ${now}, failures = 0, last_error = null
+        where id = ${run.id}`;
+    }
     if (result.trace.length > 0) {
       await tx`
         insert into run_trace (run_id, at, step_id, kind, detail, data)
@@ -308,14 +325,19 @@ export function createEngine(deps: EngineDeps): Engine {
       logger.debug({ workflow: def.key, contactId: contact.id, reason: decision.reason }, 'not entered');
       return false;
     }
+    // The first steps are computed before the insert (they do not depend on the run's id), so
+    // the run is stored with its state in one statement, not inserted and then updated.
+    const result = startRun(def, trigger, context, now);
+    const c = runColumns(result.state);
     const [row] = await tx<RunRow[]>`
-      insert into workflow_runs (workflow_key, version, contact_id, account_id, run_key, status, state, trigger_event_id, started_at, updated_at)
-      values (${def.key}, ${version}, ${contact.id}, ${resolvedAccount}, ${decision.key}, 'active', '{}'::jsonb, ${triggerEventId}, ${now}, ${now})
+      insert into workflow_runs (workflow_key, version, contact_id, account_id, run_key, status, state, due_at, ended_at, converted_at,
+                                 holdout, variant, trigger_event_id, started_at, updated_at)
+      values (${def.key}, ${version}, ${contact.id}, ${resolvedAccount}, ${decision.key}, ${c.status}, ${c.state}::text::jsonb, ${c.dueAt},
+              ${c.endedAt}, ${c.convertedAt}, ${c.holdout}, ${c.variant}, ${triggerEventId}, ${now}, ${now})
       on conflict (workflow_key, contact_id, run_key) do nothing
       returning id, workflow_key, version, contact_id, account_id, status, state, due_at`;
     if (!row) return false; // entered concurrently for the same key: once only
-    const result = startRun(def, trigger, context, now);
-    await persist(tx, def, row, contact, result, cache);
+    await persist(tx, def, row, contact, result, cache, true);
     return true;
   }
 
