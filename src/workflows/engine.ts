@@ -29,7 +29,7 @@ import { lockContacts } from './contact-locks.ts';
 import { evaluate } from './conditions.ts';
 import { emptyPrefetch, forgetContact, loadContact, loadContext, prefetchContexts, type ContactRecord, type ContextPrefetch } from './context-loader.ts';
 import { activeWorkflows, definitionVersion } from './workflow-store.ts';
-import type { AdvanceResult, EventFact, Fact, RunState, WorkflowDefinition } from './types.ts';
+import type { AdvanceResult, EventFact, Fact, RunState, TraceEntry, WorkflowDefinition } from './types.ts';
 
 export const DUE_QUEUE = 'workflow.due';
 export const WEBHOOK_QUEUE = 'workflow.webhook';
@@ -40,6 +40,8 @@ const DUE_TICK_LIMIT = 1000;
 const MAX_IN_FLIGHT = 2000;
 /** With due work left behind, the next tick comes this soon (else after ENGINE_TICK_MS). */
 const BACKLOG_TICK_MS = 100;
+/** Timeline facts fed per transaction (their reads are prefetched set-based, see FeedCache). */
+const FEED_BATCH = 250;
 /** Failed advances of one run before it is parked as a dead letter, and the retry backoff. */
 const MAX_RUN_FAILURES = 5;
 const RUN_RETRY_BASE_MS = 60_000;
@@ -120,6 +122,8 @@ interface FeedCache {
   /** recorded facts the live definitions' goals and exits listen to (written by the inbox only) */
   guardFacts: Map<number, DomainEventRow[]>;
   guardNames: Set<string>;
+  /** decision traces of the batch, written in one statement at its end (nothing reads them before) */
+  trace: { runId: number; entry: TraceEntry }[];
 }
 
 function touched(cache: FeedCache | undefined, contactId: number, accountId: number | null): void {
@@ -206,7 +210,9 @@ export function createEngine(deps: EngineDeps): Engine {
           updated_at = ${now}, failures = 0, last_error = null
         where id = ${run.id}`;
     }
-    if (result.trace.length > 0) {
+    if (cache) {
+      for (const entry of result.trace) cache.trace.push({ runId: run.id, entry });
+    } else if (result.trace.length > 0) {
       await tx`
         insert into run_trace (run_id, at, step_id, kind, detail, data)
         select ${run.id}, at, step_id, kind, detail, data::jsonb
@@ -450,7 +456,18 @@ export function createEngine(deps: EngineDeps): Engine {
    * sends of every member of the accounts involved at once, not at the hold's next timer. The
    * fact's own contact and the account-level runs of its account were fed it already.
    */
-  async function releaseHolds(tx: Tx, event: DomainEventRow): Promise<void> {
+  async function writeTrace(tx: Tx, rows: { runId: number; entry: TraceEntry }[]): Promise<void> {
+    if (rows.length === 0) return;
+    await tx`
+      insert into run_trace (run_id, at, step_id, kind, detail, data)
+      select run_id, at, step_id, kind, detail, data::jsonb
+      from unnest(${rows.map((r) => r.runId)}::bigint[], ${rows.map((r) => r.entry.at)}::timestamptz[], ${rows.map((r) => r.entry.stepId)}::text[],
+                  ${rows.map((r) => r.entry.kind)}::text[], ${rows.map((r) => r.entry.detail)}::text[],
+                  ${rows.map((r) => (r.entry.data ? JSON.stringify(r.entry.data) : null))}::text[]) with ordinality as t(run_id, at, step_id, kind, detail, data, n)
+      order by n`;
+  }
+
+  async function releaseHolds(tx: Tx, event: DomainEventRow, cache?: FeedCache): Promise<void> {
     const reasons = RELEASING.get(event.name);
     if (!reasons || event.contact_id === null) return;
     const runs = await tx<RunRow[]>`
@@ -467,7 +484,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const def = await definitionOf(tx, run.workflow_key, run.version);
       if (!def) continue;
       if (def.audience === 'account_admins' && event.account_id !== null && Number(run.account_id) === Number(event.account_id)) continue;
-      await feed(tx, run, { type: 'event', event: toFact(event) });
+      await feed(tx, run, { type: 'event', event: toFact(event) }, cache);
     }
   }
 
@@ -498,6 +515,7 @@ export function createEngine(deps: EngineDeps): Engine {
       runsByAccount: new Map(accountIds.map((id) => [id, []])),
       guardFacts: new Map(),
       guardNames,
+      trace: [],
     };
     for (const run of active) {
       cache.activeByContact.get(Number(run.contact_id))?.push(run);
@@ -568,7 +586,7 @@ export function createEngine(deps: EngineDeps): Engine {
       if (!lock?.ok) return 0;
       const events = await tx<DomainEventRow[]>`
         select id, name, contact_id, account_id, properties, occurred_at from domain_events
-        where engine_processed_at is null order by id limit 100`;
+        where engine_processed_at is null order by id limit ${FEED_BATCH}`;
       if (events.length === 0) return 0;
       const live = await activeWorkflows(tx);
       await lockContacts(tx, await contactsTouchedBy(tx, events));
@@ -581,7 +599,8 @@ export function createEngine(deps: EngineDeps): Engine {
         );
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
         if (failed) throw failed.reason;
-        for (const event of events) await releaseHolds(tx, event);
+        for (const event of events) await releaseHolds(tx, event, cache);
+        await writeTrace(tx, cache.trace);
       } else {
         for (const event of events) {
           try {
