@@ -17,6 +17,7 @@
 import type { Queryable, Sql, Tx } from '../db/connection.ts';
 import { DOMAIN_EVENT_CHANNEL } from '../timeline/domain-event-store.ts';
 import { applyContactChanges, lockCustomers, planContacts, readCandidateContacts, readCustomers, type ContactPoint, type StoredCustomer } from './customer-contacts.ts';
+import { lookupDeclines, type DeclineLookup, type StoredDecline } from './declines.ts';
 import type { StripeEnvelope } from './event-inbox.ts';
 import {
   idOf,
@@ -190,14 +191,6 @@ interface FailureInsert {
   eventId: string;
   f: PaymentFailure;
   occurredAt: Date;
-}
-
-interface DeclineLookup {
-  pos: number;
-  invoiceId: string;
-  customerId: string;
-  paymentIntentId: string | null;
-  around: Date;
 }
 
 interface SubscriptionOutcome {
@@ -690,57 +683,6 @@ async function insertFailures(db: Queryable, failures: FailureInsert[]): Promise
 }
 
 const DECLINE_WINDOW_MS = 15 * 60_000;
-
-/**
- * What kind of decline an invoice's payment hit (one invoice, read from the database; the
- * workflow context uses it). The batch does the same look-up for many invoices at once
- * (lookupDeclines + mergeDeclines).
- */
-export async function invoiceDecline(
-  db: Queryable,
-  inv: { id: string; customerId: string; paymentIntentId?: string | null },
-  around: Date,
-): Promise<Decline> {
-  const [row] = await lookupDeclines(db, [{ pos: 0, invoiceId: inv.id, customerId: inv.customerId, paymentIntentId: inv.paymentIntentId ?? null, around }]);
-  return row ? { declineClass: row.decline_class, declineCode: row.decline_code } : { declineClass: 'unknown', declineCode: null };
-}
-
-
-interface StoredDecline {
-  pos: number;
-  decline_class: DeclineClass;
-  decline_code: string | null;
-  occurred_at: Date;
-}
-
-/**
- * What kind of decline an invoice's payment hit, as far as the failures stored before this
- * batch tell. Invoices in current API versions carry no decline detail; it arrives on
- * `charge.failed` / `payment_intent.payment_failed`, which link to the invoice by id (older
- * shapes), by payment intent, or, failing both, by customer and time (±15 minutes).
- */
-async function lookupDeclines(db: Queryable, lookups: DeclineLookup[]): Promise<StoredDecline[]> {
-  const rows = lookups.map((l) => ({ pos: l.pos, invoice_id: l.invoiceId, pi: l.paymentIntentId, customer_id: l.customerId, around: l.around }));
-  return db<StoredDecline[]>`
-    select q.pos, d.decline_class, d.decline_code, d.occurred_at
-    from jsonb_to_recordset(${json(rows)}::text::jsonb) as q(pos int, invoice_id text, pi text, customer_id text, around timestamptz)
-    -- Three branches, each on an index (an OR across them would scan payment_failures once
-    -- per look-up); the payment intent branch runs only for legacy invoices that carry one.
-    join lateral (
-      select m.decline_class, m.decline_code, m.occurred_at from (
-        select pf.id, pf.decline_class, coalesce(pf.decline_code, pf.failure_code) as decline_code, pf.occurred_at
-        from payment_failures pf where pf.invoice_id = q.invoice_id and pf.decline_class <> 'unknown'
-        union all
-        select pf.id, pf.decline_class, coalesce(pf.decline_code, pf.failure_code), pf.occurred_at
-        from payment_failures pf where q.pi is not null and pf.payment_intent_id = q.pi and pf.decline_class <> 'unknown'
-        union all
-        select pf.id, pf.decline_class, coalesce(pf.decline_code, pf.failure_code), pf.occurred_at
-        from payment_failures pf
-        where pf.customer_id = q.customer_id and pf.invoice_id is null and pf.decline_class <> 'unknown'
-          and pf.occurred_at between q.around - interval '15 minutes' and q.around + interval '15 minutes') m
-      order by m.occurred_at desc, m.id desc
-      limit 1) d on true`.execute();
-}
 
 /**
  * The decline each invoice fact reports: the latest matching failure among those stored before

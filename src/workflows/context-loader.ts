@@ -3,7 +3,7 @@
 // cross-workflow policy inputs (open recovery case, last capped send, suppression).
 import type { Queryable } from '../db/connection.ts';
 import type { Config } from '../config.ts';
-import { invoiceDecline } from '../stripe/projector.ts';
+import { invoiceDecline } from '../stripe/declines.ts';
 import type { DeclineClass } from '../stripe/shapes.ts';
 import { collectCountConditions, countKey, countMatchingEvents, emptyScope } from './conditions.ts';
 import { subtractDuration } from './duration.ts';
