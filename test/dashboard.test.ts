@@ -7,7 +7,7 @@ import type { ManualClock } from '../src/clock.ts';
 import { signToken } from '../src/email/tokens.ts';
 import { SESSION_COOKIE, SESSION_KIND, parseCookies } from '../src/dashboard/session.ts';
 import { monthsOf, defaultRange } from '../src/dashboard/page.ts';
-import { ADMIN_TOKEN, build, type Built } from './helpers/build.ts';
+import { ADMIN_TOKEN, WRITE_KEY, build, type Built } from './helpers/build.ts';
 import { deliver, envelope, invoice } from './helpers/stripe.ts';
 
 const NOW = new Date('2026-03-10T12:00:00Z');
@@ -257,4 +257,27 @@ test('dashboard: month axis and default range', () => {
   assert.equal(r.from, '2025-02-01');
   assert.equal(r.to, '2026-02-01');
   assert.deepEqual(r.quick.find((q) => q.label === 'Last month'), { label: 'Last month', from: '2025-12-01', to: '2026-01-01' });
+});
+
+test('dashboard: work parked after repeated failures is shown at the top until it is replayed', async (t) => {
+  const svc = await build(t, { clock: 'manual' });
+  (svc.clock as ManualClock).set(NOW);
+  const page = async () => (await svc.app.inject({ method: 'GET', url: '/dashboard?from=2026-01-01&to=2026-04-01', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).body;
+  assert.doesNotMatch(await page(), /data-testid="dead-letters"/, 'nothing parked, no panel');
+  const res = await svc.app.inject({
+    method: 'POST', url: '/v1/track', headers: { authorization: `Bearer ${WRITE_KEY}` },
+    payload: { userId: 'u1', event: 'Signed Up', messageId: 'm-dead-1' },
+  });
+  assert.equal(res.statusCode, 200);
+  await svc.sql`update product_events set dead_at = ${NOW}, attempts = 10, last_error = 'boom' where message_id = 'm-dead-1'`;
+  const withDead = await page();
+  assert.match(withDead, /data-testid="dead-letters"/);
+  assert.match(withDead, /1 item\(s\) parked after repeated failures: <code>product_events<\/code> 1/);
+  const [row] = await svc.sql<{ id: number }[]>`select id from product_events where message_id = 'm-dead-1'`;
+  const replay = await svc.app.inject({
+    method: 'POST', url: '/v1/admin/dead-letters/replay', headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    payload: { queue: 'product_events', ids: [String(row!.id)] },
+  });
+  assert.equal(replay.statusCode, 200, replay.body);
+  assert.doesNotMatch(await page(), /data-testid="dead-letters"/, 'replayed: the panel is gone');
 });

@@ -5,6 +5,7 @@ import { refreshRecoveryCases } from '../reports/recovery-cases.ts';
 import { recoveryReport, type RecoveryReport } from '../reports/recovery-report.ts';
 import { workflowReport, type WorkflowReport } from '../reports/workflow-report.ts';
 import { getWorkflow, listWorkflows, type WorkflowSummary } from '../workflows/workflow-store.ts';
+import { countDeadLetters } from '../work/dead-letters.ts';
 
 /** Open cases listed per currency on the page (the CSV has all of them). */
 export const OPEN_CASES_SHOWN = 100;
@@ -34,6 +35,8 @@ export interface DashboardData {
   /** per currency: the largest open cases, and how many there are in all */
   openCases: Map<string, { shown: OpenCase[]; total: number }>;
   workflows: { summary: WorkflowSummary; report: WorkflowReport }[];
+  /** items parked after their bounded retries, per queue (GET /v1/admin/dead-letters lists them) */
+  deadLetters: { queue: string; count: number }[];
 }
 
 export async function openCases(sql: Sql, range: { from: Date; to: Date }): Promise<Map<string, { shown: OpenCase[]; total: number }>> {
@@ -72,7 +75,7 @@ export async function loadDashboard(sql: Sql, range: Range): Promise<DashboardDa
   // The same refresh the report API does before answering.
   await refreshRecoveryCases(sql);
   const summaries = await listWorkflows(sql);
-  const [recovery, open, workflows] = await Promise.all([
+  const [recovery, open, workflows, deadLetters] = await Promise.all([
     recoveryReport(sql, { ...range, currency: null }),
     openCases(sql, range),
     Promise.all(
@@ -82,6 +85,7 @@ export async function loadDashboard(sql: Sql, range: Range): Promise<DashboardDa
         return { summary, report: await workflowReport(sql, { key: summary.key, definition: record.definition }, range) };
       }),
     ),
+    countDeadLetters(sql),
   ]);
-  return { range, recovery, openCases: open, workflows: workflows.filter((w) => w !== null) };
+  return { range, recovery, openCases: open, workflows: workflows.filter((w) => w !== null), deadLetters };
 }

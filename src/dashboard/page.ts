@@ -521,10 +521,19 @@ export function dashboardPage(view: DashboardView, assets: DashboardAssets): str
     `<details ${testid('definitions-recovery')}><summary>Recovery report</summary><pre class="definition">${h(recovery.definition)}</pre></details>` +
     (workflowDefinition ? `<details ${testid('definitions-workflow')}><summary>Workflow reports</summary><pre class="definition">${h(workflowDefinition)}</pre></details>` : '') +
     `</section>`;
+  // Work parked after its bounded retries is money-path work that did not happen (a webhook
+  // not projected, an email not sent): shown at the top until someone replays it.
+  const parked = data.deadLetters.filter((d) => d.count > 0);
+  const deadLetters = parked.length === 0
+    ? ''
+    : `<section class="panel" id="dead-letters" role="alert" ${testid('dead-letters')}><h2>Work needing attention</h2>` +
+      `<p class="note">${h(String(parked.reduce((n, d) => n + d.count, 0)))} item(s) parked after repeated failures: ` +
+      parked.map((d) => `<code>${h(d.queue)}</code> ${h(String(d.count))}`).join(', ') +
+      `. List them with <code>GET /v1/admin/dead-letters</code> and replay them with <code>POST /v1/admin/dead-letters/replay</code> once the cause is fixed.</p></section>`;
   const payload = `<script type="application/json" id="dashboard-data">${jsonForScript({ locale: LOCALE, charts })}</script>`;
   return layout(
     'Recovered revenue · Lifeline',
-    `<main><h1>Recovered revenue</h1>${toolbar}${intro}${nav}${sections}${workflows}${definitions}</main>${payload}`,
+    `<main><h1>Recovered revenue</h1>${toolbar}${deadLetters}${intro}${nav}${sections}${workflows}${definitions}</main>${payload}`,
     [assets.chart.url, assets.client.url],
     topBar(),
   );

@@ -139,3 +139,13 @@ export async function deadLetterRoutes(app: FastifyInstance, deps: AppDeps): Pro
     },
   );
 }
+
+/** How many items each queue has parked (for the dashboard; each count reads a partial index). */
+export async function countDeadLetters(sql: Queryable): Promise<{ queue: string; count: number }[]> {
+  return [...await sql<{ queue: string; count: number }[]>`
+    select 'stripe_events' as queue, count(*)::int as count from stripe_events where dead_at is not null
+    union all select 'product_events', count(*)::int from product_events where dead_at is not null
+    union all select 'messages', count(*)::int from messages where status = 'dead'
+    union all select 'workflow_runs', count(*)::int from workflow_runs where dead_at is not null
+    union all select 'domain_events', count(*)::int from domain_events where engine_dead_at is not null`];
+}
