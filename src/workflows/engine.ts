@@ -281,7 +281,22 @@ export function createEngine(deps: EngineDeps): Engine {
       subjects: [run.state.vars.trigger, fact.type === 'event' ? fact.event : null],
       at: now,
     }, cache?.context);
-    const result = advance(def, run.state, fact, context, now);
+    // A goal or exit fact: the recorded goal/exit facts between the trigger and it decide how the
+    // run ends if one of them happened first (delivered later); see advance().
+    let known: EventFact[] = [];
+    const names = entryGuardEventNames(def);
+    if (fact.type === 'event' && names.includes(fact.event.name) && run.state?.vars?.trigger) {
+      const from = new Date(run.state.vars.trigger.occurredAt);
+      const to = new Date(fact.event.occurredAt);
+      const cached = cache && names.every((n) => cache.guardNames.has(n)) ? cache.guardFacts.get(Number(run.contact_id)) ?? [] : null;
+      known = cached
+        ? cached.filter((f) => names.includes(f.name) && f.occurred_at >= from && f.occurred_at < to).map(toFact)
+        : (await tx<DomainEventRow[]>`
+            select id, name, contact_id, account_id, properties, occurred_at from domain_events
+            where contact_id = ${run.contact_id} and name = any(${names}::text[]) and occurred_at >= ${from} and occurred_at < ${to}
+            order by occurred_at, id`).map(toFact);
+    }
+    const result = advance(def, run.state, fact, context, now, known);
     await persist(tx, def, run, contact, result, cache);
   }
 

@@ -658,6 +658,15 @@ function checkGoal(execution: Execution, event: EventFact | null): boolean {
   return false;
 }
 
+/** Whether `event` would convert or exit the run (goal matcher within its window, or an exit). */
+function endsRun(execution: Execution, event: EventFact): boolean {
+  const goal = goalMatcherOf(execution.definition);
+  const wait = execution.state.wait;
+  const inWindow = !(wait?.kind === 'goal' && Date.parse(event.occurredAt) >= Date.parse(wait.until));
+  if (goal && inWindow && matchEvent(goal, event, scopeFor(execution, event)).match) return true;
+  return (execution.definition.exit ?? []).some((exit) => matchEvent(exit, event, scopeFor(execution, event)).match);
+}
+
 function checkExit(execution: Execution, event: EventFact): boolean {
   for (const matcher of execution.definition.exit ?? []) {
     const matched = matchEvent(matcher, event, scopeFor(execution, event));
@@ -711,7 +720,19 @@ export function startRun(definition: WorkflowDefinition, trigger: EventFact, con
 }
 
 /** Feeds one fact (an event or a timer firing) to a run. */
-export function advance(definition: WorkflowDefinition, state: RunState, fact: Fact, context: Context, now: Date): AdvanceResult {
+export function advance(
+  definition: WorkflowDefinition,
+  state: RunState,
+  fact: Fact,
+  context: Context,
+  now: Date,
+  /**
+   * Recorded facts of the goal's and exits' event names (entryGuardEventNames) for the run's
+   * contact: a goal or exit fact that happened before `fact` but is fed after it (delivered
+   * later) decides how the run ended, as it would have in event order.
+   */
+  known: readonly EventFact[] = [],
+): AdvanceResult {
   const execution = newExecution(definition, state, context, now);
   const current = execution.state;
   if (current.status !== 'active') {
@@ -726,6 +747,23 @@ export function advance(definition: WorkflowDefinition, state: RunState, fact: F
   if (event && Date.parse(event.occurredAt) < Date.parse(current.vars.trigger.occurredAt)) {
     record(execution, 'ignored', `${event.name} at ${event.occurredAt} happened before the trigger`);
     return result(execution);
+  }
+
+  // The run ends on the earliest goal or exit fact by event time, not by arrival: e.g. an
+  // invoice written off (exit) and later paid ends the run as exited even when the payment was
+  // delivered first.
+  if (event && known.length > 0 && (endsRun(execution, event))) {
+    const triggerMs = Date.parse(current.vars.trigger.occurredAt);
+    const eventMs = Date.parse(event.occurredAt);
+    const earlier = [...known]
+      .filter((f) => f.id !== event.id && Date.parse(f.occurredAt) >= triggerMs && Date.parse(f.occurredAt) < eventMs)
+      .sort((a, b) => Date.parse(a.occurredAt) - Date.parse(b.occurredAt))
+      .find((f) => endsRun(execution, f));
+    if (earlier) {
+      record(execution, 'ignored', `${earlier.name} at ${earlier.occurredAt} happened before ${event.name} at ${event.occurredAt} (delivered after it): the run ends on it`);
+      if (checkGoal(execution, earlier)) return result(execution);
+      if (checkExit(execution, earlier)) return result(execution);
+    }
   }
 
   // Goal before exit: paying and cancelling in the same batch is still a recovery.
