@@ -4,42 +4,10 @@
 // release on the fact that ends it, and the frequency cap under concurrent advances.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ManualClock } from '../src/clock.ts';
 import type { Service } from '../src/service.ts';
-import { validateDefinition } from '../src/workflows/definition-schema.ts';
-import { putWorkflow } from '../src/workflows/workflow-store.ts';
 import type { WorkflowDefinition } from '../src/workflows/types.ts';
-import { build, WRITE_KEY, type Built } from './helpers/build.ts';
 import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
-
-const T = new Date('2026-03-02T10:00:00Z'); // a Monday, 10:00 UTC
-const MIN = 60_000;
-const HOUR = 60 * MIN;
-const DAY = 24 * HOUR;
-const at = (ms: number) => new Date(T.getTime() + ms);
-
-async function setup(t: import('node:test').TestContext, env: Record<string, string> = {}) {
-  const svc = await build(t, { clock: 'manual', env: { QUIET_HOURS: 'off', ...env } });
-  const clock = svc.clock as ManualClock;
-  clock.set(T);
-  return { svc, clock };
-}
-
-async function publish(svc: Pick<Service, 'sql'>, definition: WorkflowDefinition, now: Date): Promise<number> {
-  const checked = validateDefinition(definition);
-  assert.ok(checked.ok, `invalid test definition: ${JSON.stringify(!checked.ok && checked.errors)}`);
-  return (await putWorkflow(svc.sql, definition, now)).version;
-}
-
-async function post(svc: Built, url: string, body: Record<string, unknown>) {
-  const res = await svc.app.inject({
-    method: 'POST',
-    url,
-    headers: { authorization: `Bearer ${WRITE_KEY}` },
-    payload: { timestamp: svc.clock.now().toISOString(), ...body },
-  });
-  assert.equal(res.statusCode, 200, res.body);
-}
+import { at, DAY, HOUR, MIN, post, publish, setup, T } from './helpers/engine-scenario.ts';
 
 async function messages(svc: Pick<Service, 'sql'>, workflow: string) {
   return [...await svc.sql<{ to_email: string | null; template: string; created_at: Date }[]>`

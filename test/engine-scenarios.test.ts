@@ -13,35 +13,16 @@ import { loadConfig } from '../src/config.ts';
 import { createSql } from '../src/db/connection.ts';
 import { createLogger } from '../src/logger.ts';
 import { startService, type Service } from '../src/service.ts';
-import { validateDefinition } from '../src/workflows/definition-schema.ts';
 import { signPayload } from '../src/workflows/webhook-delivery.ts';
-import { putWorkflow } from '../src/workflows/workflow-store.ts';
 import type { WorkflowDefinition } from '../src/workflows/types.ts';
 import { build, WEBHOOK_SECRET, WRITE_KEY, type Built } from './helpers/build.ts';
 import { createTestDatabase } from './helpers/database.ts';
 import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
+import { at, DAY, HOUR, MIN, post, publish, setup, T } from './helpers/engine-scenario.ts';
 
-const T = new Date('2026-03-02T10:00:00Z'); // a Monday, 10:00 UTC (05:00 in New York, EST)
-const MIN = 60_000;
-const HOUR = 60 * MIN;
-const DAY = 24 * HOUR;
-const at = (ms: number) => new Date(T.getTime() + ms);
 
 type Svc = Pick<Service, 'sql' | 'clock'> & { app: NonNullable<Service['app']> };
 
-async function setup(t: import('node:test').TestContext, env: Record<string, string> = {}) {
-  const svc = await build(t, { clock: 'manual', env: { QUIET_HOURS: 'off', ...env } });
-  const clock = svc.clock as ManualClock;
-  clock.set(T);
-  return { svc, clock };
-}
-
-/** A custom definition, checked the way the API would check it, stored as the next version. */
-async function publish(svc: Pick<Service, 'sql'>, definition: WorkflowDefinition, now: Date): Promise<number> {
-  const checked = validateDefinition(definition);
-  assert.ok(checked.ok, `invalid test definition: ${JSON.stringify(!checked.ok && checked.errors)}`);
-  return (await putWorkflow(svc.sql, definition, now)).version;
-}
 
 interface MessageRow {
   run_id: number;
@@ -68,15 +49,6 @@ async function trace(svc: Pick<Service, 'sql'>, workflow: string) {
     where r.workflow_key = ${workflow} order by t.id`;
 }
 
-async function post(svc: Svc, url: string, body: Record<string, unknown>) {
-  const res = await svc.app.inject({
-    method: 'POST',
-    url,
-    headers: { authorization: `Bearer ${WRITE_KEY}` },
-    payload: { timestamp: svc.clock.now().toISOString(), ...body },
-  });
-  assert.equal(res.statusCode, 200, res.body);
-}
 const track = (svc: Svc, body: Record<string, unknown>) => post(svc, '/v1/track', body);
 const identify = (svc: Svc, body: Record<string, unknown>) => post(svc, '/v1/identify', body);
 const group = (svc: Svc, body: Record<string, unknown>) => post(svc, '/v1/group', body);

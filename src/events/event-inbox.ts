@@ -2,7 +2,7 @@
 // messageId) and turned into contacts, accounts and timeline events by the worker.
 import type { Sql } from '../db/connection.ts';
 import type { QueueSpec } from '../work/work-queue.ts';
-import { INBOX_CHANNEL } from '../stripe/event-inbox.ts';
+import { INBOX_QUEUE_POLICY } from '../stripe/event-inbox.ts';
 
 export interface InboxMessage {
   messageId: string;
@@ -53,10 +53,5 @@ export const PRODUCT_QUEUE = {
   idType: 'bigint',
   order: 'id',
   columns: 'id, message_id, kind, user_id, anonymous_id, group_id, event, properties, traits, timestamp, attempts',
-  doneColumn: 'processed_at',
-  partitions: 32,
-  maxAttempts: 10,
-  backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
-  leaseMs: 60_000,
-  channel: INBOX_CHANNEL,
+  ...INBOX_QUEUE_POLICY,
 } as const satisfies QueueSpec;

@@ -6,6 +6,26 @@ import type { DeclineClass } from './shapes.ts';
 
 export type Decline = { declineClass: DeclineClass; declineCode: string | null };
 
+/** A charge/payment-intent failure without an invoice id explains an invoice's failure within this window. */
+export const DECLINE_WINDOW_MS = 15 * 60_000;
+
+/**
+ * Whether a stored failure tells how an invoice's payment was declined: it names the invoice,
+ * shares its payment intent, or (naming no invoice) is the same customer's within ±15 minutes.
+ * The in-memory twin of lookupDeclines' three branches.
+ */
+export function failureExplains(
+  failure: { invoiceId: string | null; paymentIntentId: string | null; customerId: string | null; occurredAt: Date },
+  invoice: { invoiceId: string; customerId: string; paymentIntentId: string | null; around: Date },
+): boolean {
+  return (
+    failure.invoiceId === invoice.invoiceId ||
+    (invoice.paymentIntentId !== null && failure.paymentIntentId === invoice.paymentIntentId) ||
+    (failure.invoiceId === null && failure.customerId === invoice.customerId &&
+      Math.abs(failure.occurredAt.getTime() - invoice.around.getTime()) <= DECLINE_WINDOW_MS)
+  );
+}
+
 export interface DeclineLookup {
   pos: number;
   invoiceId: string;

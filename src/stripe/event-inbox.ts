@@ -4,6 +4,20 @@ import type { QueueSpec } from '../work/work-queue.ts';
 
 export const INBOX_CHANNEL = 'lifeline_inbox';
 
+/**
+ * What both inboxes (Stripe events, product events) share as work queues: 32 partitions (the
+ * `lane` columns of migration 0005 are computed modulo 32), 10 attempts with backoff from 5 s to
+ * 15 min, a 60 s lease, and the inbox channel to wake consumers after a replay.
+ */
+export const INBOX_QUEUE_POLICY = {
+  doneColumn: 'processed_at',
+  partitions: 32,
+  maxAttempts: 10,
+  backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
+  leaseMs: 60_000,
+  channel: INBOX_CHANNEL,
+} as const;
+
 export interface StripeEnvelope {
   id: string;
   type: string;
@@ -47,12 +61,7 @@ export const STRIPE_QUEUE = {
   idType: 'text',
   order: 'created, id',
   columns: 'id, payload, attempts, customer_id',
-  doneColumn: 'processed_at',
-  partitions: 32,
-  maxAttempts: 10,
-  backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
-  leaseMs: 60_000,
-  channel: INBOX_CHANNEL,
+  ...INBOX_QUEUE_POLICY,
 } as const satisfies QueueSpec;
 
 export interface StripeInboxRow {

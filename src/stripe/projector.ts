@@ -17,7 +17,7 @@
 import type { Queryable, Sql, Tx } from '../db/connection.ts';
 import { DOMAIN_EVENT_CHANNEL } from '../timeline/domain-event-store.ts';
 import { applyContactChanges, lockCustomers, planContacts, readCandidateContacts, readCustomers, type ContactPoint, type StoredCustomer } from './customer-contacts.ts';
-import { lookupDeclines, type DeclineLookup, type StoredDecline } from './declines.ts';
+import { failureExplains, lookupDeclines, type DeclineLookup, type StoredDecline } from './declines.ts';
 import type { StripeEnvelope } from './event-inbox.ts';
 import {
   idOf,
@@ -682,7 +682,6 @@ async function insertFailures(db: Queryable, failures: FailureInsert[]): Promise
     on conflict (stripe_event_id) do nothing`.execute();
 }
 
-const DECLINE_WINDOW_MS = 15 * 60_000;
 
 /**
  * The decline each invoice fact reports: the latest matching failure among those stored before
@@ -696,16 +695,11 @@ function mergeDeclines(plan: Plan, stored: StoredDecline[]): Map<number, Decline
   if (plan.declineLookups.length > 0) {
     const known = plan.failures.filter((x) => x.f.declineClass !== 'unknown');
     for (const q of plan.declineLookups) {
-      const around = q.around.getTime();
       for (const [rank, x] of known.entries()) {
         if (x.pos > q.pos) continue;
         const f = x.f;
         const at = x.occurredAt.getTime();
-        const match =
-          f.invoiceId === q.invoiceId ||
-          (q.paymentIntentId !== null && f.paymentIntentId === q.paymentIntentId) ||
-          (f.invoiceId === null && f.customerId === q.customerId && Math.abs(at - around) <= DECLINE_WINDOW_MS);
-        if (!match) continue;
+        if (!failureExplains({ invoiceId: f.invoiceId, paymentIntentId: f.paymentIntentId, customerId: f.customerId, occurredAt: x.occurredAt }, q)) continue;
         const cur = best.get(q.pos);
         if (!cur || at > cur.at || (at === cur.at && rank > cur.rank)) best.set(q.pos, { at, rank, d: { declineClass: f.declineClass, declineCode: f.declineCode ?? f.failureCode } });
       }

@@ -3,7 +3,7 @@
 // cross-workflow policy inputs (open recovery case, last capped send, suppression).
 import type { Queryable } from '../db/connection.ts';
 import type { Config } from '../config.ts';
-import { invoiceDecline } from '../stripe/declines.ts';
+import { failureExplains, invoiceDecline } from '../stripe/declines.ts';
 import type { DeclineClass } from '../stripe/shapes.ts';
 import { collectCountConditions, countKey, countMatchingEvents, emptyScope } from './conditions.ts';
 import { subtractDuration } from './duration.ts';
@@ -172,13 +172,11 @@ export async function loadAccount(db: Queryable, contactId: number, accountId: n
 
 const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
 
-/** The decline behind an invoice's failure, from prefetched failures (same rule as invoiceDecline). */
+/** The decline behind an invoice's failure, from prefetched failures (the rule of invoiceDecline). */
 function prefetchedDecline(p: ContextPrefetch, inv: { id: string; customerId: string }, at: Date) {
-  const from = at.getTime() - 15 * 60_000;
-  const to = at.getTime() + 15 * 60_000;
-  const row = p.failures.find((f) =>
-    f.invoice_id === inv.id ||
-    (f.invoice_id === null && f.customer_id === inv.customerId && f.occurred_at.getTime() >= from && f.occurred_at.getTime() <= to));
+  const invoice = { invoiceId: inv.id, customerId: inv.customerId, paymentIntentId: null, around: at };
+  // Newest first (prefetch order), as invoiceDecline picks.
+  const row = p.failures.find((f) => failureExplains({ invoiceId: f.invoice_id, paymentIntentId: null, customerId: f.customer_id, occurredAt: f.occurred_at }, invoice));
   return row ? { declineClass: row.decline_class, declineCode: row.decline_code } : { declineClass: 'unknown' as DeclineClass, declineCode: null };
 }
 
