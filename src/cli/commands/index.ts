@@ -1,0 +1,6 @@
+// Every CLI command, registered in the order `lifeline --help` lists them. Add one line per module.
+import type { Command } from 'commander';
+
+export function registerCommands(program: Command): void {
+  void program;
+}
