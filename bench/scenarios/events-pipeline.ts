@@ -134,10 +134,10 @@ export const eventsPipeline: Scenario = {
       consumed = c!.consumed;
       if (timeline >= TOTAL && Number.isNaN(timelineSec)) timelineSec = (performance.now() - started) / 1000;
       for (const a of await sql<{ q: string }[]>`
-        select left(btrim(regexp_replace(query, '[[:space:]]+', ' ', 'g')), 110) as q from pg_stat_activity
+        select coalesce(wait_event_type || ':' || wait_event, 'running') || ' ' || left(btrim(regexp_replace(query, '[[:space:]]+', ' ', 'g')), 100) as q from pg_stat_activity
         where datname = current_database() and state = 'active' and pid <> pg_backend_pid()`) busy.set(a.q, (busy.get(a.q) ?? 0) + 1);
       if (consumed >= TOTAL) break;
-      await sleep(100);
+      await sleep(20);
     }
     const totalSec = (performance.now() - started) / 1000;
     const cpu = meter();
@@ -149,7 +149,7 @@ export const eventsPipeline: Scenario = {
     await sleep(200);
     const [dl1] = await sql<{ deadlocks: number }[]>`select deadlocks::int from pg_stat_database where datname = current_database()`;
     const rate = consumed / totalSec;
-    const top = [...busy].sort((a, b) => b[1] - a[1]).slice(0, 6);
+    const top = [...busy].sort((a, b) => b[1] - a[1]).slice(0, 12);
     for (const [q, n] of top) progress(`${S}/db`, `${String(n).padStart(4)} samples: ${q}`);
     progress(S, `all ${fmt(TOTAL)} on the timeline after ${timelineSec.toFixed(2)} s (${fmt(TOTAL / timelineSec)} events/s ingest → timeline)`);
     progress(S, `${fmt(timeline)} on the timeline, ${fmt(consumed)} consumed by the engine after ${totalSec.toFixed(2)} s: ${fmt(rate)} events/s end to end; ${describeCpu(cpu)}`);

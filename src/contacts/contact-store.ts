@@ -136,6 +136,19 @@ export async function upsertContact(
 }
 
 /**
+ * Contacts for user ids seen for the first time, with nothing else to adopt or link (what
+ * upsertContact creates for such a user), in one statement; traits follow as patches.
+ */
+export async function createBareContacts(db: Queryable, userIds: string[], now: Date): Promise<void> {
+  const sorted = [...new Set(userIds)].sort();
+  if (sorted.length === 0) return;
+  await db`
+    insert into contacts (user_id, traits, trait_times, created_at, updated_at)
+    select u, '{}'::jsonb, '{}'::jsonb, ${now}, ${now} from unnest(${sorted}::text[]) with ordinality as x(u, n) order by n
+    on conflict (user_id) do nothing`;
+}
+
+/**
  * Fold the unidentified contact `from` into `into`: its timeline, memberships and Stripe
  * customers move over, its traits fill keys `into` lacks, and it is deleted.
  */

@@ -10,6 +10,7 @@ import type { Queryable } from '../db/connection.ts';
 import {
   addAccountMember,
   addAccountMembers,
+  createBareContacts,
   ensureAccounts,
   identityTraits,
   lockIdentities,
@@ -65,6 +66,20 @@ export async function processProductEvent(db: Queryable, row: ProductEventRow, n
     accountId = account.id;
   }
   await recordDomainEvent(db, fact(row, contact, accountId), now);
+}
+
+/**
+ * Create the accounts that inbox items name, in autocommit statements before their batch
+ * transaction (idempotent: an account is a group id and empty traits until a `group` call
+ * fills them; the batch patches traits under its own locks).
+ */
+export async function ensureProductAccounts(db: Queryable, ids: string[], now: Date): Promise<void> {
+  const rows = await db<{ group_id: string }[]>`
+    select distinct group_id from product_events where id = any(${ids}::bigint[]) and group_id is not null`;
+  if (rows.length === 0) return;
+  const groupIds = rows.map((r) => r.group_id);
+  const known = await db<{ group_id: string }[]>`select group_id from accounts where group_id = any(${groupIds}::text[])`;
+  if (known.length < groupIds.length) await ensureAccounts(db, groupIds, now);
 }
 
 /** The identity keys a batch locks first (see lockIdentities). */
@@ -175,6 +190,25 @@ export async function processProductBatch(db: Queryable, rows: ProductEventRow[]
     members.length = 0;
     facts.length = 0;
   };
+
+  // New users whose first message here changes nothing else about identity (no anonymous id to
+  // adopt, no email or Stripe customer to link): created together, as upsertContact would
+  // create each one, instead of one round of statements per user. Their identity keys are
+  // locked, so no one else creates them meanwhile.
+  await refresh();
+  const firstOfUser = new Map<string, ProductEventRow>();
+  for (const row of rows) if (row.user_id && !firstOfUser.has(row.user_id)) firstOfUser.set(row.user_id, row);
+  const newUsers = [...firstOfUser.values()]
+    .filter((row) => {
+      if (byUser.has(row.user_id!) || row.anonymous_id !== null) return false;
+      const { email, stripeCustomerId } = row.kind === 'identify' ? identityTraits(row.traits) : { email: null, stripeCustomerId: null };
+      return email === null && stripeCustomerId === null;
+    })
+    .map((row) => row.user_id!);
+  if (newUsers.length > 0) {
+    await createBareContacts(db, newUsers, now);
+    stale = true;
+  }
 
   for (const row of rows) {
     if (stale) await refresh();

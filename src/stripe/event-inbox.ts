@@ -16,6 +16,9 @@ export const INBOX_QUEUE_POLICY = {
   backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
   leaseMs: 60_000,
   channel: INBOX_CHANNEL,
+  // Projection writes only our own tables; anything it makes happen outside (emails, Stripe
+  // calls) goes through workers that commit synchronously first (work-queue.ts).
+  asyncCommit: true,
 } as const;
 
 export interface StripeEnvelope {

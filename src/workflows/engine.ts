@@ -503,16 +503,62 @@ export function createEngine(deps: EngineDeps): Engine {
     }
   }
 
-  /** The reads a batch of facts needs, in three round trips (runs, then contexts). */
-  async function prefetchFeed(tx: Tx, events: DomainEventRow[], live: { definition: WorkflowDefinition }[]): Promise<FeedCache> {
+  /**
+   * The facts of a batch that can change anything: a live trigger listens to the fact's name
+   * (segment and date-trait triggers: identify and group), it releases holds, or an active run
+   * of its contact (or an account-level run of its account) waits for that name. The others
+   * (most product events: page views, feature use) are only marked consumed, without reading
+   * any context for them.
+   */
+  async function factsThatMatter(tx: Tx, events: DomainEventRow[], live: { definition: WorkflowDefinition }[], active: RunRow[]): Promise<Set<number>> {
+    const triggered = new Set<string>(RELEASING.keys());
+    for (const { definition } of live) {
+      if (definition.trigger.type === 'event') triggered.add(definition.trigger.event);
+      else {
+        triggered.add('identify');
+        triggered.add('group');
+      }
+    }
+    const listening = new Map<string, Set<string> | 'all'>();
+    const listen = (key: string, names: string[] | 'all') => {
+      const had = listening.get(key);
+      if (had === 'all') return;
+      if (names === 'all') listening.set(key, 'all');
+      else listening.set(key, new Set([...(had ?? []), ...names]));
+    };
+    for (const run of active) {
+      const def = await definitionOf(tx, run.workflow_key, run.version);
+      if (!def) continue;
+      const names = runEventNames(def);
+      listen(`c${run.contact_id}`, names);
+      if (def.audience === 'account_admins' && run.account_id !== null) listen(`a${run.account_id}`, names);
+    }
+    const hears = (key: string, name: string) => {
+      const names = listening.get(key);
+      return names !== undefined && (names === 'all' || names.has(name));
+    };
+    const matter = new Set<number>();
+    for (const e of events) {
+      if (e.contact_id === null) continue;
+      if (triggered.has(e.name) || hears(`c${e.contact_id}`, e.name) || (e.account_id !== null && hears(`a${e.account_id}`, e.name))) matter.add(Number(e.id));
+    }
+    return matter;
+  }
+
+  /** The reads a batch of facts needs, in three round trips (runs, then contexts), for the facts that matter. */
+  async function prefetchFeed(tx: Tx, batch: DomainEventRow[], live: { definition: WorkflowDefinition }[]): Promise<{ cache: FeedCache; matter: Set<number> }> {
+    const batchContacts = [...new Set(batch.flatMap((e) => (e.contact_id === null ? [] : [Number(e.contact_id)])))];
+    const batchAccounts = [...new Set(batch.flatMap((e) => (e.account_id === null ? [] : [Number(e.account_id)])))];
+    const active = await tx<RunRow[]>`
+      select id, workflow_key, version, contact_id, account_id, status, state, due_at from workflow_runs
+      where status = 'active' and (contact_id = any(${batchContacts}::bigint[]) or account_id = any(${batchAccounts}::bigint[]))
+      order by id for update`;
+    const matter = await factsThatMatter(tx, batch, live, active);
+    const events = batch.filter((e) => matter.has(Number(e.id)));
     const contactIds = [...new Set(events.flatMap((e) => (e.contact_id === null ? [] : [Number(e.contact_id)])))];
     const accountIds = [...new Set(events.flatMap((e) => (e.account_id === null ? [] : [Number(e.account_id)])))];
     const guardNames = new Set(live.flatMap((w) => entryGuardEventNames(w.definition)));
-    const [active, all, facts] = await Promise.all([
-      tx<RunRow[]>`
-        select id, workflow_key, version, contact_id, account_id, status, state, due_at from workflow_runs
-        where status = 'active' and (contact_id = any(${contactIds}::bigint[]) or account_id = any(${accountIds}::bigint[]))
-        order by id for update`,
+    const [all, facts] = await Promise.all([
       tx<ExistingRunRow[]>`
         select workflow_key, contact_id, account_id, run_key as key, status,
                to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
@@ -533,6 +579,7 @@ export function createEngine(deps: EngineDeps): Engine {
       trace: [],
     };
     for (const run of active) {
+      if (!cache.activeByContact.has(Number(run.contact_id)) && !(run.account_id !== null && cache.activeByAccount.has(Number(run.account_id)))) continue;
       cache.activeByContact.get(Number(run.contact_id))?.push(run);
       if (run.account_id !== null) cache.activeByAccount.get(Number(run.account_id))?.push(run);
     }
@@ -553,7 +600,7 @@ export function createEngine(deps: EngineDeps): Engine {
       invoiceIds: subjects.flatMap((p) => str(p.invoiceId)),
       subscriptionIds: subjects.flatMap((p) => str(p.subscriptionId)),
     });
-    return cache;
+    return { cache, matter };
   }
 
   /** Facts that share a contact or an account, in timeline order; unrelated groups are independent. */
@@ -597,6 +644,10 @@ export function createEngine(deps: EngineDeps): Engine {
    */
   async function feedBatch(mode: 'pipelined' | 'one_by_one'): Promise<number> {
     return sql.begin(async (tx: Tx) => {
+      // Asynchronous commit: the feed only writes our tables; emails it queues are sent after
+      // the sender's synchronous batch commit, which makes this one durable first (the
+      // argument is ASYNC_COMMIT_ARGUMENT in work/work-queue.ts).
+      await tx`set local synchronous_commit = off`;
       const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${EVENT_FEED_LOCK}) as ok`;
       if (!lock?.ok) return 0;
       const events = await tx<DomainEventRow[]>`
@@ -606,15 +657,16 @@ export function createEngine(deps: EngineDeps): Engine {
       const live = await activeWorkflows(tx);
       await lockContacts(tx, await contactsTouchedBy(tx, events));
       if (mode === 'pipelined') {
-        const cache = await prefetchFeed(tx, events, live);
+        const { cache, matter } = await prefetchFeed(tx, events, live);
+        const fed = events.filter((e) => matter.has(Number(e.id)));
         const outcomes = await Promise.allSettled(
-          relatedGroups(events).map(async (group) => {
+          relatedGroups(fed).map(async (group) => {
             for (const event of group) await handleEvent(tx, event, live, cache);
           }),
         );
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
         if (failed) throw failed.reason;
-        for (const event of events) await releaseHolds(tx, event, cache);
+        for (const event of fed) await releaseHolds(tx, event, cache);
         await writeTrace(tx, cache.trace);
       } else {
         for (const event of events) {
