@@ -8,8 +8,10 @@ import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { startService } from '../src/service.ts';
 import { storeProductEvents, type InboxMessage } from '../src/events/event-inbox.ts';
+import { storeStripeEvent } from '../src/stripe/event-inbox.ts';
+import { stripeDeliveries } from './lib/payloads.ts';
 
-const { values } = parseArgs({ options: { 'slow-ms': { type: 'string' }, 'explain-ms': { type: 'string' }, users: { type: 'string', default: '2000' } } });
+const { values } = parseArgs({ options: { 'slow-ms': { type: 'string' }, 'explain-ms': { type: 'string' }, users: { type: 'string', default: '2000' }, stripe: { type: 'string' } } });
 const admin = process.env.DATABASE_URL!;
 const name = `lifeline_prof_${process.pid}`;
 const a = createSql(admin, { max: 1 });
@@ -34,7 +36,18 @@ for (let round = 0; round < 10; round++) {
     msgs.push({ messageId: `m${i}`, kind: 'track', userId: `user_${u}`, anonymousId: null, groupId: `acct_${u % 200}`, event: ['Report Exported', 'Dashboard Viewed', 'Seat Added', 'Feature Used'][i % 4]!, properties: { plan: 'growth', seats: (i % 40) + 1, round }, traits: null, context: { groupId: `acct_${u % 200}` }, timestamp: new Date(base + i) });
   }
 }
-for (let i = 0; i < msgs.length; i += 100) await storeProductEvents(svc.sql, msgs.slice(i, i + 100), new Date());
+if (values.stripe) {
+  // --stripe=N: N first failed payments for N new customers instead of the product events.
+  msgs.length = 0;
+  const gen = stripeDeliveries({ idPrefix: 'prof' });
+  for (let i = 0; i < Number(values.stripe); i++) {
+    const body = gen.next().body;
+    await storeStripeEvent(svc.sql, JSON.parse(body), body, new Date());
+    msgs.push(null as never);
+  }
+} else {
+  for (let i = 0; i < msgs.length; i += 100) await storeProductEvents(svc.sql, msgs.slice(i, i + 100), new Date());
+}
 let t = performance.now();
 const n = await svc.inbox.drain();
 const inboxSec = (performance.now() - t) / 1000;
