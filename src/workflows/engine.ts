@@ -393,6 +393,19 @@ export function createEngine(deps: EngineDeps): Engine {
       await feed(tx, run, { type: 'event', event: fact }, cache);
     }
 
+    // 1b. Runs of this contact that already ended on a goal or exit fact that happened after
+    //     this one: fed it, they end on it instead (advance → reEnd), as in event order.
+    const endKeys = live.filter((w) => entryGuardEventNames(w.definition).includes(fact.name)).map((w) => w.definition.key);
+    if (endKeys.length > 0) {
+      const ended = await tx<RunRow[]>`
+        select id, workflow_key, version, contact_id, account_id, status, state, due_at from workflow_runs
+        where workflow_key = any(${endKeys}::text[]) and contact_id = ${event.contact_id} and status in ('converted', 'exited')
+          and (state->'endedBy'->>'occurredAt')::timestamptz > ${event.occurred_at}
+          and (state->'vars'->'trigger'->>'occurredAt')::timestamptz <= ${event.occurred_at}
+        order by id for update`;
+      for (const run of ended) await feed(tx, run, { type: 'event', event: fact }, cache);
+    }
+
     // 2. Triggers.
     for (const { version, definition: def } of live) {
       const trigger = def.trigger;
@@ -513,6 +526,8 @@ export function createEngine(deps: EngineDeps): Engine {
   async function factsThatMatter(tx: Tx, events: DomainEventRow[], live: { definition: WorkflowDefinition }[], active: RunRow[]): Promise<Set<number>> {
     const triggered = new Set<string>(RELEASING.keys());
     for (const { definition } of live) {
+      // goal and exit facts may re-end a finished run (handleEvent, 1b)
+      for (const name of entryGuardEventNames(definition)) triggered.add(name);
       if (definition.trigger.type === 'event') triggered.add(definition.trigger.event);
       else {
         triggered.add('identify');

@@ -643,6 +643,7 @@ function checkGoal(execution: Execution, event: EventFact | null): boolean {
       record(execution, 'goal', `goal reached: ${matched.explain}`, { event: event.name, occurredAt: event.occurredAt });
       state.convertedAt = event.occurredAt;
       endRun(execution, 'converted', `goal: ${event.name}`);
+      state.endedBy = { id: event.id, name: event.name, occurredAt: event.occurredAt };
       return true;
     }
   }
@@ -667,12 +668,37 @@ function endsRun(execution: Execution, event: EventFact): boolean {
   return (execution.definition.exit ?? []).some((exit) => matchEvent(exit, event, scopeFor(execution, event)).match);
 }
 
+/**
+ * A run that ended on a goal or exit fact, fed a goal or exit fact that happened before that one
+ * (and after the trigger) but was delivered after it: the run ends on the earlier fact, as it
+ * would have in event order (e.g. paid, then an earlier write-off arrives → exited, not
+ * converted). Only event matchers decide here: a goal condition reads today's context, which
+ * says nothing about the order of past facts.
+ */
+function reEnd(execution: Execution, event: EventFact): boolean {
+  const state = execution.state;
+  const endedBy = state.endedBy;
+  if (!endedBy || (state.status !== 'converted' && state.status !== 'exited')) return false;
+  const at = Date.parse(event.occurredAt);
+  if (!(at < Date.parse(endedBy.occurredAt)) || at < Date.parse(state.vars.trigger.occurredAt)) return false;
+  const goal = goalMatcherOf(execution.definition);
+  const window = goalWindowEnd(execution);
+  const isGoal = goal !== null && goal !== undefined && at < window.getTime() && matchEvent(goal, event, scopeFor(execution, event)).match;
+  const isExit = !isGoal && (execution.definition.exit ?? []).some((exit) => matchEvent(exit, event, scopeFor(execution, event)).match);
+  if (!isGoal && !isExit) return false;
+  record(execution, 'ignored', `${event.name} at ${event.occurredAt} happened before ${endedBy.name} at ${endedBy.occurredAt} that ended the run (delivered after it): the run ends on it`);
+  state.status = 'active';
+  return isGoal ? checkGoal(execution, event) : checkExit(execution, event);
+}
+
 function checkExit(execution: Execution, event: EventFact): boolean {
   for (const matcher of execution.definition.exit ?? []) {
     const matched = matchEvent(matcher, event, scopeFor(execution, event));
     if (matched.match) {
       record(execution, 'exit', `exit: ${matched.explain}`, { event: event.name });
       endRun(execution, 'exited', `exit: ${event.name}`);
+      execution.state.convertedAt = null;
+      execution.state.endedBy = { id: event.id, name: event.name, occurredAt: event.occurredAt };
       return true;
     }
   }
@@ -736,6 +762,7 @@ export function advance(
   const execution = newExecution(definition, state, context, now);
   const current = execution.state;
   if (current.status !== 'active') {
+    if (fact.type === 'event' && reEnd(execution, fact.event)) return result(execution);
     record(execution, 'ignored', `run is ${current.status}; ${fact.type} ignored`);
     return result(execution);
   }

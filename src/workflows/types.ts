@@ -162,6 +162,11 @@ export interface RunState {
   endReason: string | null;
   /** the goal's time, when converted */
   convertedAt: string | null;
+  /**
+   * The goal or exit fact that ended the run (absent for other endings and for runs ended
+   * before it was recorded): an earlier goal/exit fact delivered after it re-ends the run.
+   */
+  endedBy?: { id?: string; name: string; occurredAt: string };
 }
 
 export type Fact =

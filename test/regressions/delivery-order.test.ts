@@ -53,8 +53,8 @@ test('a write-off and a later payment arriving together, payment first: the run 
 });
 
 // The same, with the payment processed before the write-off is even delivered: the run has
-// converted by then, and an earlier exit fact arriving later does not re-end a finished run.
-test('a payment processed before an earlier write-off is delivered: the run ends as in event order', { todo: 'waiting for finished runs to be re-ended by an earlier goal/exit fact that arrives after they ended' }, async () => {
+// converted by then; the earlier exit fact, arriving later, re-ends it as exited (reEnd).
+test('a payment processed before an earlier write-off is delivered: the run ends as in event order', async () => {
   await sameAsInOrder([intent(0, 'invoice_fail'), intent(0, 'invoice_uncollectible'), intent(0, 'invoice_paid')], '0 1 | 3 | 2 |', ['emails', 'runs', 'report'], true);
 });
 
@@ -100,4 +100,12 @@ test('a Stripe customer and an identify of the same person give the same traits 
 // older, so the upgrade is never a fact.
 test('a seat upgrade delivered before its subscription.created is still an mrr_changed fact', { todo: 'waiting for an order-independent mrr_changed (compare with the previous snapshot by event time, not arrival)' }, async () => {
   await sameAsInOrder([intent(0, 'sub_create'), intent(0, 'sub_update', 1)], '1 | 0 |', ['stripe-facts'], false);
+});
+
+// The end-to-end property's shrunk counter-example (seed 1084654226): #0 u_0 group acct_0
+// usage_pct=92, #1 (2 minutes later) usage_pct=40, delivered newest first and processed together.
+// The account's traits end at 40 either way (per-trait message times), yet the older group fact,
+// fed after the newer one, starts expansion-usage ("near the limit") that in order never starts.
+test('an older group call fed after a newer one does not enter a segment the newer one left', { todo: 'waiting for segment triggers to ignore a group/identify call older than the traits it would set' }, async () => {
+  await sameAsInOrder([intent(0, 'group', 2), intent(0, 'group', 0)], '1 0 |', ['runs'], true);
 });

@@ -126,3 +126,43 @@ test('a condition goal is checked on every fact, timers included', () => {
   assert.equal(result.state.convertedAt, plus(T0, 'P1D'));
   assert.deepEqual(sentTemplates(result), [], 'converted before the nudge');
 });
+
+// Delivery order is not event order: a run that ended on a fact is re-ended by an earlier goal or
+// exit fact delivered after it (reEnd), so the outcome is the one event order gives.
+test('a converted run fed an earlier exit fact (delivered later) ends as exited', () => {
+  const started = startRun(dunning, failed, context, now);
+  const paid = deliver(dunning, started.state, context, makeEvent('invoice.paid', { invoiceId: 'in_1' }, plus(T0, 'P2D'), 'evt_paid'), plus(T0, 'P2D'));
+  assert.equal(paid.state.status, 'converted');
+  assert.equal(paid.state.endedBy?.name, 'invoice.paid');
+  const voided = deliver(dunning, paid.state, context, makeEvent('invoice.voided', { invoiceId: 'in_1' }, plus(T0, 'P1D'), 'evt_void'), plus(T0, 'P2DT1H'));
+  assert.equal(voided.state.status, 'exited');
+  assert.equal(voided.state.convertedAt, null);
+  assert.equal(voided.state.endedBy?.name, 'invoice.voided');
+  assert.deepEqual(traceKinds(voided), ['ignored', 'exit']);
+  assert.match(voided.trace[0]?.detail ?? '', /happened before invoice\.paid .* the run ends on it/);
+  assert.deepEqual(voided.actions, []);
+});
+
+test('an exited run fed an earlier goal fact (delivered later) ends as converted at that fact', () => {
+  const started = startRun(dunning, failed, context, now);
+  const voided = deliver(dunning, started.state, context, makeEvent('invoice.voided', { invoiceId: 'in_1' }, plus(T0, 'P2D'), 'evt_void'), plus(T0, 'P2D'));
+  assert.equal(voided.state.status, 'exited');
+  const paidAt = plus(T0, 'P1D');
+  const paid = deliver(dunning, voided.state, context, makeEvent('invoice.paid', { invoiceId: 'in_1' }, paidAt, 'evt_paid'), plus(T0, 'P2DT1H'));
+  assert.equal(paid.state.status, 'converted');
+  assert.equal(paid.state.convertedAt, paidAt);
+});
+
+test('a later goal/exit fact, one before the trigger, or another invoice does not re-end a finished run', () => {
+  const started = startRun(dunning, failed, context, now);
+  const paid = deliver(dunning, started.state, context, makeEvent('invoice.paid', { invoiceId: 'in_1' }, plus(T0, 'P1D'), 'evt_paid'), plus(T0, 'P1D'));
+  for (const [event, why] of [
+    [makeEvent('invoice.voided', { invoiceId: 'in_1' }, plus(T0, 'P2D'), 'evt_late'), 'later'],
+    [makeEvent('invoice.voided', { invoiceId: 'in_1' }, plus(T0, '-PT1H'), 'evt_before'), 'before the trigger'],
+    [makeEvent('invoice.voided', { invoiceId: 'in_2' }, plus(T0, 'PT1H'), 'evt_other'), 'another invoice'],
+  ] as const) {
+    const after = deliver(dunning, paid.state, context, event, plus(T0, 'P3D'));
+    assert.equal(after.state.status, 'converted', why);
+    assert.deepEqual(traceKinds(after), ['ignored'], why);
+  }
+});
