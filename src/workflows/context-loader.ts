@@ -9,6 +9,14 @@ import { collectCountConditions, countKey, countMatchingEvents, emptyScope } fro
 import { subtractDuration } from './duration.ts';
 import type { Context, EventFact, WorkflowDefinition } from './types.ts';
 
+/**
+ * An open failed invoice is a billing-recovery case unless its subscription has been canceled:
+ * billing recovery exits on the cancellation and win-back takes over (its "restore" email must
+ * not wait behind a recovery that has ended). Without this, whether the restore email went out
+ * depended on whether the failure or the cancellation was delivered first (order property).
+ */
+const NOT_OF_CANCELED_SUBSCRIPTION = "not exists (select 1 from subscriptions s where s.id = i.subscription_id and s.status = 'canceled')";
+
 export interface ContactRecord {
   id: number;
   email: string | null;
@@ -101,7 +109,8 @@ export async function prefetchContexts(
              coalesce((select array_agg(a.account_id) from accts a where a.contact_id = c.contact_id), '{}') as accounts,
              exists (select 1 from custs x join invoices i on i.customer_id = x.customer_id
                      where x.contact_id = c.contact_id and i.status = 'open'
-                       and exists (select 1 from payment_failures f where f.invoice_id = i.id)) as open
+                       and exists (select 1 from payment_failures f where f.invoice_id = i.id)
+                       and ${db.unsafe(NOT_OF_CANCELED_SUBSCRIPTION)}) as open
       from c`,
   ]);
   for (const id of contactIds) {
@@ -221,6 +230,7 @@ export async function recoveryOpen(db: Queryable, contactId: number, accountId: 
       select 1 from invoices i
       where i.customer_id in (select id from custs) and i.status = 'open'
         and exists (select 1 from payment_failures f where f.invoice_id = i.id)
+        and ${db.unsafe(NOT_OF_CANCELED_SUBSCRIPTION)}
     ) as open`;
   return row?.open ?? false;
 }
