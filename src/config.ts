@@ -19,6 +19,8 @@ export interface Config {
   embeddedPg: { dataDir: string; port: number };
   stripeWebhookSecret: string | undefined;
   stripeSecretKey: string | undefined;
+  /** STRIPE_API_BASE: another Stripe API server (tests' fake Stripe, stripe-mock); unset → api.stripe.com */
+  stripeApiBase: string | undefined;
   writeKey: string | undefined;
   adminToken: string | undefined;
   publicUrl: string;
@@ -141,6 +143,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     stripeWebhookSecret: secret(env, 'STRIPE_WEBHOOK_SECRET', 'whsec_'),
     stripeSecretKey: secret(env, 'STRIPE_SECRET_KEY', 's'), // sk_… or rk_… (restricted) keys
+    stripeApiBase: url(env, 'STRIPE_API_BASE', ['http:', 'https:']),
     writeKey: secret(env, 'LIFELINE_WRITE_KEY'),
     adminToken: secret(env, 'LIFELINE_ADMIN_TOKEN'),
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
