@@ -2,6 +2,7 @@
 import closeWithGrace from 'close-with-grace';
 import { ConfigError, loadConfig, missingSecrets } from './config.ts';
 import { createLogger } from './logger.ts';
+import { installProcessErrorHandlers } from './process-errors.ts';
 import { startService } from './service.ts';
 
 let config;
@@ -20,10 +21,27 @@ for (const missing of missingSecrets(config)) logger.warn(`not configured: ${mis
 
 const service = await startService({ config, logger });
 
-closeWithGrace({ delay: 20_000, logger }, async ({ signal, err }) => {
-  if (err) logger.error({ err }, 'shutting down after an error');
-  else logger.info({ signal }, 'shutting down');
-  await service.stop();
+// close-with-grace exits on any uncaught error; a database outage must not (process-errors.ts):
+// error events are ours, signals stay with close-with-grace.
+const shutdown = closeWithGrace(
+  { delay: 20_000, logger, skip: ['uncaughtException', 'unhandledRejection'] },
+  async ({ signal }) => {
+    logger.info({ signal }, 'shutting down');
+    await service.stop();
+  },
+);
+let fatal = false;
+installProcessErrorHandlers({
+  logger,
+  onFatal: (err) => {
+    if (fatal) process.exit(1);
+    fatal = true;
+    logger.error({ err }, 'shutting down after an error');
+    shutdown.uninstall();
+    const timeout = setTimeout(() => process.exit(1), 20_000);
+    timeout.unref();
+    void service.stop().finally(() => process.exit(1));
+  },
 });
 
 if (service.app) {

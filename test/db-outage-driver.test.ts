@@ -1,0 +1,69 @@
+// postgres.js 3.4.9 crashes the process when PostgreSQL goes away under load: a deferred small
+// write (setImmediate(nextWrite)) runs after the connection nulled its socket and throws an
+// uncatchable TypeError (porsager/postgres #1154, #1208). patches/postgres+3.4.9.patch (applied by
+// patch-package on npm install) settles those queries with CONNECTION_CLOSED instead. This test
+// stops and starts a PostgreSQL of its own under load from a child process: unpatched, the child
+// died in the first or second outage; patched, it survives every outage and queries again.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startStoppablePostgres } from './helpers/stoppable-postgres.ts';
+
+const OUTAGES = 5;
+
+test(`the postgres.js pool survives ${OUTAGES} PostgreSQL fast shutdowns under load and recovers`, async (t) => {
+  const pg = await startStoppablePostgres();
+  t.after(() => pg.destroy());
+  const child = spawn(process.execPath, ['test/helpers/driver-load-child.ts'], {
+    env: { ...process.env, LOAD_DATABASE_URL: pg.url },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += String(d)));
+  let exited: { code: number | null; signal: string | null } | null = null;
+  child.on('exit', (code, signal) => (exited = { code, signal }));
+  t.after(() => {
+    if (!exited) child.kill('SIGKILL');
+  });
+  const lines = createInterface({ input: child.stdout });
+  const nextLine = async (): Promise<string> => {
+    const [line] = (await once(lines, 'line')) as [string];
+    return line;
+  };
+  assert.equal(await nextLine(), 'ready');
+  const report = async (): Promise<{ ok: number; failed: number; okSinceReport: number }> => {
+    const line = nextLine();
+    child.kill('SIGUSR2');
+    return JSON.parse(await line);
+  };
+
+  let failuresSeen = 0;
+  for (let outage = 1; outage <= OUTAGES; outage++) {
+    await sleep(400);
+    await report(); // resets okSinceReport: the next report counts queries after the restart
+    await pg.stop();
+    await sleep(300);
+    assert.equal(exited, null, `load process died during outage ${outage}: ${stderr.slice(-2000)}`);
+    await pg.start();
+    // Queries succeed again within a few seconds of the restart (no poisoned connections).
+    const deadline = Date.now() + 15_000;
+    let recovered = false;
+    while (!recovered && Date.now() < deadline) {
+      await sleep(200);
+      assert.equal(exited, null, `load process died after outage ${outage}: ${stderr.slice(-2000)}`);
+      const r = await report();
+      failuresSeen = r.failed;
+      recovered = r.okSinceReport > 0;
+    }
+    assert.ok(recovered, `no query succeeded within 15 s after restart ${outage}`);
+  }
+  // The outages did interrupt queries (the load was real), and no error escaped as a crash.
+  assert.ok(failuresSeen > 0, 'the outages failed no query: the load did not reach the driver');
+  child.kill('SIGTERM');
+  const [code] = await once(child, 'exit');
+  assert.equal(code, 0, stderr.slice(-2000));
+  assert.doesNotMatch(stderr, /TypeError|uncaught/i);
+});
