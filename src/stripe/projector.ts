@@ -53,6 +53,29 @@ const SUBSCRIPTION_FACTS: Record<string, string> = {
   'customer.subscription.trial_will_end': 'subscription.trial_will_end',
 };
 
+/**
+ * Every Stripe event type the projection reads (planEvent below): the webhook endpoint that
+ * `lifeline setup stripe` creates listens to exactly these, and `doctor` checks against them.
+ * Snapshot-only types (created/updated) keep state current; the others also become facts.
+ */
+export const PROJECTED_STRIPE_EVENT_TYPES: readonly string[] = [
+  'customer.created',
+  'customer.updated',
+  'customer.deleted',
+  'invoice.created',
+  'invoice.finalized',
+  'invoice.updated',
+  ...Object.keys(INVOICE_FACTS),
+  'customer.subscription.updated',
+  ...Object.keys(SUBSCRIPTION_FACTS),
+  'charge.failed',
+  'payment_intent.payment_failed',
+  'payment_method.attached',
+  'payment_method.updated',
+  'payment_method.automatically_updated',
+  'checkout.session.completed',
+];
+
 export interface ProjectionResult {
   /** names of the timeline facts recorded (new ones only) */
   facts: string[];

@@ -1,6 +1,7 @@
 // Every CLI command, registered in the order `lifeline --help` lists them. Add one line per module.
 import type { Command } from 'commander';
+import { registerSetupStripe } from './setup-stripe.ts';
 
 export function registerCommands(program: Command): void {
-  void program;
+  registerSetupStripe(program);
 }
