@@ -238,9 +238,8 @@ export class FakeStripeApi {
     // Any collection added with add(): list and retrieve.
     this.route('GET', '/v1/:collection', (req) => {
       const key = `/v1/${req.params.collection}`;
-      const items = this.collections.get(key);
-      if (!items) return { status: 404, body: errorBody(404, `Unrecognized request URL (GET: ${key}).`) };
-      return { body: this.page(key, items, req.query) };
+      // A collection nothing was added to is an empty list, as for a new Stripe account.
+      return { body: this.page(key, this.collections.get(key) ?? [], req.query) };
     });
     this.route('GET', '/v1/:collection/:id', (req) => {
       const found = this.collections.get(`/v1/${req.params.collection}`)?.find((o) => o.id === req.params.id);

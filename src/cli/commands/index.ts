@@ -1,7 +1,9 @@
 // Every CLI command, registered in the order `lifeline --help` lists them. Add one line per module.
 import type { Command } from 'commander';
 import { registerSetupStripe } from './setup-stripe.ts';
+import { registerBackfill } from './backfill.ts';
 
 export function registerCommands(program: Command): void {
   registerSetupStripe(program);
+  registerBackfill(program);
 }
