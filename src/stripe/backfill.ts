@@ -23,10 +23,11 @@
 // doubles a pause between pages (up to 5 s) that decays again while pages come back clean.
 import type Stripe from 'stripe';
 import type { Clock } from '../clock.ts';
-import type { Sql } from '../db/connection.ts';
+import type { Sql, Tx } from '../db/connection.ts';
 import { BILLING_RECOVERY_KEY } from '../workflows/publish-contracts.ts';
 import { STRIPE_API_VERSION } from './client.ts';
-import type { StripeEnvelope } from './event-inbox.ts';
+import { lockIdentities } from '../contacts/contact-store.ts';
+import { stripeIdentityKeys, type StripeEnvelope } from './event-inbox.ts';
 import { projectStripeBatch } from './projector.ts';
 
 type Obj = Record<string, unknown> & { id: string; object: string; created?: number };
@@ -193,7 +194,7 @@ export async function runBackfill(deps: { sql: Sql; stripe: Stripe; clock: Clock
         const last = page.at(-1)?.object.id ?? null;
         const now = clock.now();
         await sql.begin(async (tx) => {
-          if (envelopes.length > 0) await projectStripeBatch(tx, envelopes, now);
+          if (envelopes.length > 0) await projectLikeTheInbox(tx, envelopes, now);
           await tx`
             update stripe_backfill_cursors set
               starting_after = coalesce(${last}, starting_after), items = items + ${page.length},
@@ -234,6 +235,22 @@ export async function runBackfill(deps: { sql: Sql; stripe: Stripe; clock: Clock
     summary.retried = retried;
     summary.elapsedMs = performance.now() - started;
   }
+}
+
+/** As the inbox consumer does: lock the batch's identities first, so we never deadlock with a running service. */
+async function projectLikeTheInbox(tx: Tx, envelopes: StripeEnvelope[], now: Date) {
+  const rows = envelopes.map((e) => ({ id: e.id, payload: e, attempts: 0, customer_id: customerIdOf(e.data.object) }));
+  await lockIdentities(tx, await stripeIdentityKeys(tx, rows));
+  return projectStripeBatch(tx, envelopes, now);
+}
+
+/** The customer an object belongs to, as stripe_events.customer_id computes it (migration 0005). */
+function customerIdOf(object: Record<string, unknown>): string | null {
+  if (object.object === 'customer') return typeof object.id === 'string' ? object.id : null;
+  const customer = object.customer;
+  if (typeof customer === 'string') return customer;
+  if (customer && typeof customer === 'object' && typeof (customer as { id?: unknown }).id === 'string') return (customer as { id: string }).id;
+  return null;
 }
 
 function snapshotEnvelope(type: string, object: Obj, at: number): StripeEnvelope {
@@ -281,7 +298,7 @@ export async function enrollOpenFailures(deps: { sql: Sql; stripe: Stripe; clock
       request: { id: null, idempotency_key: null },
       data: { object: invoice },
     };
-    const [result] = await deps.sql.begin((tx) => projectStripeBatch(tx, [envelope], deps.clock.now()));
+    const [result] = await deps.sql.begin((tx) => projectLikeTheInbox(tx, [envelope], deps.clock.now()));
     if (result?.facts.includes('invoice.payment_failed')) enrolled.push(id);
   }
   return enrolled;

@@ -43,12 +43,15 @@ function progressReporter(stream: NodeJS.WriteStream): { update(p: BackfillProgr
       stop: () => startedBar && bar.stop(),
     };
   }
+  // A line per stream's first page, then at most one every 2 s.
   let lastLine = 0;
+  let lastStream = '';
   return {
     update(p) {
       const now = performance.now();
-      if (now - lastLine < 2_000 && p.streamItems % 1000 !== 0) return;
+      if (p.stream === lastStream && now - lastLine < 2_000) return;
       lastLine = now;
+      lastStream = p.stream;
       stream.write(`backfill: ${p.stream} ${p.streamItems} read; ${p.items} in total, ${p.itemsPerSecond.toFixed(0)} items/s${p.pauseMs > 0 ? `, pausing ${p.pauseMs} ms between pages (Stripe rate limit)` : ''}\n`);
     },
     stop() {},

@@ -2,8 +2,10 @@
 import type { Command } from 'commander';
 import { registerSetupStripe } from './setup-stripe.ts';
 import { registerBackfill } from './backfill.ts';
+import { registerReplay } from './replay.ts';
 
 export function registerCommands(program: Command): void {
   registerSetupStripe(program);
   registerBackfill(program);
+  registerReplay(program);
 }

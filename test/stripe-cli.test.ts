@@ -1,0 +1,174 @@
+// The Stripe commands of the CLI: `setup stripe` (against the fake Stripe API), `replay`
+// (idempotence on real Postgres), and the CLI itself run as a child process (help, exit codes,
+// a backfill end to end with plain progress lines).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PROJECTED_STRIPE_EVENT_TYPES } from '../src/stripe/projector.ts';
+import { STRIPE_API_VERSION } from '../src/stripe/client.ts';
+import { storeStripeEvent } from '../src/stripe/event-inbox.ts';
+import { replayStripeEvents } from '../src/stripe/replay.ts';
+import { setupStripe } from '../src/cli/commands/setup-stripe.ts';
+import { FakeStripeApi, FAKE_STRIPE_KEY, fakeCustomer } from './helpers/fake-stripe-api.ts';
+import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
+import { setup, T, DAY, HOUR, at } from './helpers/engine-scenario.ts';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
+
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(NODE, ['src/cli/main.ts', ...args], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+test('setup stripe creates the endpoint once (secret printed once), then updates the same endpoint', async (t) => {
+  const fake = await FakeStripeApi.start();
+  t.after(() => fake.close());
+  const env = { STRIPE_SECRET_KEY: FAKE_STRIPE_KEY, STRIPE_API_BASE: fake.url, PUBLIC_URL: 'https://lifeline.example.test/' };
+  const lines: string[] = [];
+  const created = await setupStripe({ env, print: (l) => lines.push(l) });
+  assert.equal(created.action, 'created');
+  assert.match(created.secret ?? '', /^whsec_/);
+  assert.ok(lines.some((l) => l === `  STRIPE_WEBHOOK_SECRET=${created.secret}`), 'tells the user what to set');
+  const [create] = fake.requestsTo('POST', '/v1/webhook_endpoints');
+  assert.equal(create!.body.url, 'https://lifeline.example.test/webhooks/stripe');
+  assert.deepEqual(create!.body.enabled_events, [...PROJECTED_STRIPE_EVENT_TYPES], 'exactly the types the projection reads');
+  assert.equal(create!.body.api_version, STRIPE_API_VERSION);
+  assert.ok(create!.idempotencyKey, 'the SDK sends an idempotency key on create');
+
+  // Run again: found by URL, nothing to change, no second endpoint, no secret.
+  const again = await setupStripe({ env, print: () => {} });
+  assert.equal(again.action, 'unchanged');
+  assert.equal(again.secret, undefined);
+
+  // Someone narrowed the events and disabled it in the dashboard: setup puts it back.
+  Object.assign(fake.webhookEndpoints[0]!, { enabled_events: ['invoice.paid'], status: 'disabled' });
+  const out: string[] = [];
+  const updated = await setupStripe({ env, print: (l) => out.push(l) });
+  assert.equal(updated.action, 'updated');
+  assert.equal(updated.endpointId, created.endpointId);
+  assert.equal(updated.secret, undefined);
+  assert.ok(!out.join('\n').includes('whsec_'), 'the secret is printed only on create');
+  assert.equal(fake.webhookEndpoints.length, 1, 'one endpoint');
+  assert.deepEqual(fake.webhookEndpoints[0]!.enabled_events, [...PROJECTED_STRIPE_EVENT_TYPES]);
+  assert.equal(fake.webhookEndpoints[0]!.status, 'enabled');
+
+  // An endpoint at another API version cannot be changed in place: warn; --recreate replaces it.
+  fake.webhookEndpoints[0]!.api_version = '2024-06-20';
+  const warned: string[] = [];
+  assert.equal((await setupStripe({ env, print: (l) => warned.push(l) })).apiVersionMismatch, true);
+  assert.ok(warned.some((l) => l.includes('--recreate')));
+  const recreated = await setupStripe({ env, recreate: true, print: () => {} });
+  assert.equal(recreated.action, 'recreated');
+  assert.match(recreated.secret ?? '', /^whsec_/);
+  assert.equal(fake.webhookEndpoints.length, 1);
+  assert.equal(fake.webhookEndpoints[0]!.api_version, STRIPE_API_VERSION);
+});
+
+test('replay of processed events changes no state and sends nothing; it adds only what was never projected', async (t) => {
+  const { svc, clock } = await setup(t);
+  await deliver(svc.app, envelope('customer.created', fakeCustomer({ id: 'cus_r1', email: 'rae@example.test' }), { created: at(-DAY) }));
+  await deliver(svc.app, envelope('customer.subscription.created', subscription({ id: 'sub_r1', customer: 'cus_r1' }), { created: at(-DAY) }));
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_r1', customer: 'cus_r1', subscription: 'sub_r1', attempt_count: 1, customer_email: 'rae@example.test' }), { created: T }));
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_r1', customer: 'cus_r1', subscription: 'sub_r1', attempt_count: 2, customer_email: 'rae@example.test' }), { created: at(3 * DAY) }));
+  clock.set(at(3 * DAY + HOUR));
+  await svc.drain();
+  const snapshot = async () => ({
+    state: await svc.sql`select id, status, attempt_count, version_event_id from invoices union all select id, status, 0, version_event_id from subscriptions order by 1`,
+    facts: await svc.sql`select name, dedupe_key from domain_events order by id`,
+    runs: await svc.sql`select workflow_key, run_key, status, state from workflow_runs order by id`,
+    messages: await svc.sql`select template, to_email, created_at from messages order by id`,
+    failures: await svc.sql`select stripe_event_id from payment_failures order by 1`,
+  });
+  const before = await snapshot();
+  assert.ok(before.messages.length >= 1, 'the scenario sent dunning');
+
+  const dry = await replayStripeEvents({ sql: svc.sql, clock }, { from: at(-2 * DAY), dryRun: true });
+  assert.deepEqual(dry, { events: 4, newFacts: {}, dryRun: true });
+  const real = await replayStripeEvents({ sql: svc.sql, clock }, { from: at(-2 * DAY), batchSize: 3 });
+  assert.deepEqual(real, { events: 4, newFacts: {}, dryRun: false });
+  await svc.drain();
+  const after = await snapshot();
+  assert.deepEqual(after.state, before.state);
+  assert.deepEqual(after.facts, before.facts);
+  assert.deepEqual(after.failures, before.failures);
+  assert.deepEqual(after.runs, before.runs);
+  assert.deepEqual(after.messages, before.messages, 'no email sent again');
+
+  // An event stored and marked processed but never projected (e.g. by a projection bug): the
+  // dry run reports it and writes nothing, the replay adds it, a second replay adds nothing.
+  const paid = envelope('invoice.paid', invoice({ id: 'in_r1', customer: 'cus_r1', subscription: 'sub_r1', status: 'paid', attempt_count: 2 }), { created: at(3 * DAY + 2 * HOUR) });
+  await storeStripeEvent(svc.sql, paid, JSON.stringify(paid), clock.now());
+  await svc.sql`update stripe_events set processed_at = ${clock.now()} where id = ${paid.id}`;
+  const dryPaid = await replayStripeEvents({ sql: svc.sql, clock }, { from: at(3 * DAY), type: 'invoice.paid', dryRun: true });
+  assert.deepEqual(dryPaid, { events: 1, newFacts: { 'invoice.paid': 1 }, dryRun: true });
+  const [stillOpen] = await svc.sql<{ status: string }[]>`select status from invoices where id = 'in_r1'`;
+  assert.equal(stillOpen!.status, 'open', 'dry run wrote nothing');
+  assert.deepEqual((await replayStripeEvents({ sql: svc.sql, clock }, { from: at(-2 * DAY) })).newFacts, { 'invoice.paid': 1 });
+  assert.deepEqual((await replayStripeEvents({ sql: svc.sql, clock }, { from: at(-2 * DAY) })).newFacts, {});
+  const [nowPaid] = await svc.sql<{ status: string }[]>`select status from invoices where id = 'in_r1'`;
+  assert.equal(nowPaid!.status, 'paid');
+});
+
+test('CLI: --help of the Stripe commands, usage errors exit 2, failures exit 1 with one line', async () => {
+  const [root, setupHelp, backfillHelp, replayHelp] = await Promise.all([
+    runCli(['--help']),
+    runCli(['setup', 'stripe', '--help']),
+    runCli(['backfill', '--help']),
+    runCli(['replay', '--help']),
+  ]);
+  assert.equal(root.code, 0);
+  for (const name of ['setup', 'backfill', 'replay']) assert.match(root.stdout, new RegExp(`\\n  ${name}\\b`));
+  assert.equal(setupHelp.code, 0);
+  assert.match(setupHelp.stdout, /--recreate/);
+  assert.equal(backfillHelp.code, 0);
+  for (const option of ['--since <date>', '--enroll', '--restart']) assert.ok(backfillHelp.stdout.includes(option), option);
+  assert.equal(replayHelp.code, 0);
+  for (const option of ['--from <time>', '--type <event>', '--dry-run']) assert.ok(replayHelp.stdout.includes(option), option);
+
+  const [noFrom, badSince, noKey] = await Promise.all([
+    runCli(['replay']),
+    runCli(['backfill', '--since', 'yesterday-ish']),
+    runCli(['setup', 'stripe'], { PUBLIC_URL: 'https://lifeline.example.test' }),
+  ]);
+  assert.equal(noFrom.code, 2);
+  assert.match(noFrom.stderr, /--from/);
+  assert.equal(badSince.code, 2);
+  assert.match(badSince.stderr, /invalid --since/);
+  assert.equal(noKey.code, 1);
+  assert.equal(noKey.stderr.trim().split('\n').length, 1, 'one line');
+  assert.match(noKey.stderr, /STRIPE_SECRET_KEY is not set/);
+});
+
+test('CLI in a child process: setup stripe and backfill against the fake Stripe API (plain progress when not a TTY)', async (t) => {
+  const fake = await FakeStripeApi.start();
+  t.after(() => fake.close());
+  const { svc } = await setup(t);
+  fake.add('/v1/customers', Array.from({ length: 30 }, (_, i) => fakeCustomer({ id: `cus_c${i}`, email: `c${i}@example.test`, created: 1_750_000_000 + i })));
+  const env = { STRIPE_SECRET_KEY: FAKE_STRIPE_KEY, STRIPE_API_BASE: fake.url, PUBLIC_URL: 'https://lifeline.example.test', DATABASE_URL: svc.databaseUrl };
+
+  const first = await runCli(['setup', 'stripe'], env);
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout, /Created Stripe webhook endpoint we_/);
+  assert.match(first.stdout, /STRIPE_WEBHOOK_SECRET=whsec_/);
+  const second = await runCli(['setup', 'stripe'], env);
+  assert.equal(second.code, 0);
+  assert.match(second.stdout, /Already up to date/);
+  assert.doesNotMatch(second.stdout, /whsec_/);
+
+  const localhost = await runCli(['setup', 'stripe'], { ...env, PUBLIC_URL: 'http://localhost:3000' });
+  assert.equal(localhost.code, 1);
+  assert.match(localhost.stderr, /stripe listen/);
+
+  const backfill = await runCli(['backfill'], env);
+  assert.equal(backfill.code, 0, backfill.stderr);
+  assert.match(backfill.stderr, /^backfill: customers 30 read/m, 'plain progress lines on a pipe');
+  assert.match(backfill.stdout, /Backfill finished: 30 Stripe objects/);
+  const [n] = await svc.sql<{ n: number }[]>`select count(*)::int as n from customers`;
+  assert.equal(n!.n, 30);
+});
