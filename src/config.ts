@@ -21,6 +21,13 @@ export interface Config {
   stripeSecretKey: string | undefined;
   /** STRIPE_API_BASE: another Stripe API server (tests' fake Stripe, stripe-mock); unset → api.stripe.com */
   stripeApiBase: string | undefined;
+  /** Stripe actions (issue 13): update-card links and paying when the card is fixed */
+  recovery: {
+    /** RECOVERY_PORTAL_RETURN_URL: where the Billing Portal sends the customer back; default APP_URL */
+    portalReturnUrl: string | undefined;
+    /** RECOVERY_PAY_ON_CARD_UPDATE=on|off: pay open failed invoices when the card changes (default on; needs STRIPE_SECRET_KEY) */
+    payOnCardUpdate: boolean;
+  };
   writeKey: string | undefined;
   adminToken: string | undefined;
   publicUrl: string;
@@ -49,6 +56,8 @@ export interface Config {
     replyTo: string | undefined;
     /** Resend requests per second for this service (Resend's default team limit is 2) */
     rateLimitPerSecond: number;
+    /** one provider request's time limit (ms): a hung request fails and its batch is re-sent under the same idempotency key */
+    requestTimeoutMs: number;
     /** mailto: address for List-Unsubscribe (optional, besides the one-click URL) */
     unsubscribeMailto: string | undefined;
   };
@@ -144,6 +153,10 @@ export function loadConfig(env: Env = process.env): Config {
     stripeWebhookSecret: secret(env, 'STRIPE_WEBHOOK_SECRET', 'whsec_'),
     stripeSecretKey: secret(env, 'STRIPE_SECRET_KEY', 's'), // sk_… or rk_… (restricted) keys
     stripeApiBase: url(env, 'STRIPE_API_BASE', ['http:', 'https:']),
+    recovery: {
+      portalReturnUrl: url(env, 'RECOVERY_PORTAL_RETURN_URL', ['http:', 'https:']),
+      payOnCardUpdate: oneOf(env, 'RECOVERY_PAY_ON_CARD_UPDATE', ['on', 'off'] as const, 'on') === 'on',
+    },
     writeKey: secret(env, 'LIFELINE_WRITE_KEY'),
     adminToken: secret(env, 'LIFELINE_ADMIN_TOKEN'),
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
@@ -164,6 +177,7 @@ export function loadConfig(env: Env = process.env): Config {
       from: email(env, 'EMAIL_FROM', 'Lifeline <billing@example.com>'),
       replyTo: str(env, 'EMAIL_REPLY_TO') === undefined ? undefined : email(env, 'EMAIL_REPLY_TO', ''),
       rateLimitPerSecond: number(env, 'RESEND_RATE_LIMIT', 2, 0.1, 1000),
+      requestTimeoutMs: int(env, 'RESEND_TIMEOUT_MS', 10_000, 100, 120_000),
       unsubscribeMailto: str(env, 'UNSUBSCRIBE_MAILTO') === undefined ? undefined : email(env, 'UNSUBSCRIBE_MAILTO', ''),
     },
     brand: {

@@ -78,7 +78,7 @@ export async function startService(options: {
     const transport =
       options.transport ??
       (config.email.resendApiKey
-        ? createResendTransport({ apiKey: config.email.resendApiKey, baseUrl: config.email.resendBaseUrl })
+        ? createResendTransport({ apiKey: config.email.resendApiKey, baseUrl: config.email.resendBaseUrl, timeoutMs: config.email.requestTimeoutMs })
         : createLogTransport({ logger, dir: config.outboxDir }));
     if (transport.name === 'log') logger.warn(`RESEND_API_KEY not set: emails are rendered into ${config.outboxDir} and logged, not sent`);
     const email = createEmailSender({ sql, clock, logger, config, templates, transport, secret });

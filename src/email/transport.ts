@@ -40,7 +40,11 @@ export interface EmailTransport {
 
 const PERMANENT = new Set(['validation_error', 'missing_required_field', 'invalid_parameter', 'invalid_from_address', 'invalid_attachment']);
 
-export function createResendTransport(options: { apiKey: string; baseUrl?: string | undefined }): EmailTransport {
+/** Default per-request limit when none is configured (RESEND_TIMEOUT_MS). */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+
+export function createResendTransport(options: { apiKey: string; baseUrl?: string | undefined; timeoutMs?: number }): EmailTransport {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const resend = new Resend(options.apiKey, options.baseUrl ? { baseUrl: options.baseUrl } : undefined);
   const toPayload = (e: OutgoingEmail) => ({
     from: e.from,
@@ -55,11 +59,20 @@ export function createResendTransport(options: { apiKey: string; baseUrl?: strin
   return {
     name: 'resend',
     async send(emails, idempotencyKey) {
-      // The SDK does not throw on HTTP errors: it returns { data, error, headers }.
+      // A per-request limit: without it one hung request holds its lane (and the batches behind
+      // it) for as long as the socket lives. A timed-out request is a failure like a dropped
+      // connection: the provider may have sent it, so the sender re-sends the SAME batch (same
+      // idempotency key, byte-identical payload) and the provider answers with the first result
+      // (sender.ts, once-only argument, point 3).
+      const signal = AbortSignal.timeout(timeoutMs);
+      // The SDK does not throw on HTTP errors (nor on an aborted request): it returns { data, error, headers }.
       const response =
         emails.length === 1
-          ? await resend.emails.send(toPayload(emails[0]!), { idempotencyKey })
-          : await resend.batch.send(emails.map(toPayload), { idempotencyKey, batchValidation: 'permissive' });
+          ? await resend.emails.send(toPayload(emails[0]!), { idempotencyKey, signal } as Parameters<typeof resend.emails.send>[1])
+          : await resend.batch.send(emails.map(toPayload), { idempotencyKey, batchValidation: 'permissive', signal } as Parameters<typeof resend.batch.send>[1]);
+      if (response.error && signal.aborted) {
+        return { ok: false, status: null, retryAfterMs: null, permanent: false, code: 'timeout', message: `timeout: no answer within ${timeoutMs} ms` };
+      }
       if (response.error) {
         const status = response.error.statusCode ?? (response.error.name === 'rate_limit_exceeded' ? 429 : null);
         const retryAfter = Number(response.headers?.['retry-after']);

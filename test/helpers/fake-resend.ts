@@ -17,6 +17,12 @@ export interface ScriptedAnswer {
   status: number;
   headers?: Record<string, string>;
   body?: unknown;
+  /** never answer (the request hangs until the client gives up) */
+  hang?: boolean;
+  /** close the connection without an answer (nothing accepted) */
+  drop?: boolean;
+  /** a 2xx: accept at once (the emails are sent, the key remembered), answer this much later */
+  delayMs?: number;
 }
 
 export interface FakeResend {
@@ -79,6 +85,8 @@ export async function startFakeResend(options: {
         res.end(JSON.stringify(payload));
       };
       const next = scripted.shift();
+      if (next?.hang) return;
+      if (next?.drop) return void req.socket.destroy();
       if (next) {
         if (next.status >= 400) {
           const name = next.status === 429 ? 'rate_limit_exceeded' : next.status === 422 ? 'validation_error' : 'internal_server_error';
@@ -126,6 +134,13 @@ export async function startFakeResend(options: {
         return send(404, { statusCode: 404, name: 'not_found', message: 'not found' });
       }
       if (key) byKey.set(key, { body: bodyHash, payload });
+      if (next?.delayMs) {
+        const timer = setTimeout(() => {
+          if (!res.destroyed) send(200, payload);
+        }, next.delayMs);
+        res.on('close', () => clearTimeout(timer));
+        return;
+      }
       send(200, payload);
     });
   });
@@ -137,6 +152,11 @@ export async function startFakeResend(options: {
     accepted,
     script: (...answers) => scripted.push(...answers),
     clearScript: () => void scripted.splice(0),
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // hung requests keep their sockets: end them, or close() waits for them
+        server.closeAllConnections();
+      }),
   };
 }
