@@ -14,6 +14,7 @@ import { productEventRoutes } from './events/routes.ts';
 import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.ts';
 import { contactRoutes } from './contacts/routes.ts';
 import { emailRoutes } from './email/routes.ts';
+import { cardUpdateRoutes } from './stripe/card-update-link.ts';
 import type { TemplateCatalog } from './email/template-catalog.ts';
 import { reportRoutes } from './reports/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
@@ -67,6 +68,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (scope) => workflowRoutes(scope, deps));
   await app.register(async (scope) => contactRoutes(scope, deps));
   await app.register(async (scope) => emailRoutes(scope, deps));
+  await app.register(async (scope) => cardUpdateRoutes(scope, deps));
   await app.register(async (scope) => reportRoutes(scope, deps));
   await app.register(async (scope) => dashboardRoutes(scope, deps));
   await app.register(async (scope) => deadLetterRoutes(scope, deps));
