@@ -3,7 +3,7 @@
 // a backfill end to end with plain progress lines).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PROJECTED_STRIPE_EVENT_TYPES } from '../src/stripe/projector.ts';
@@ -171,4 +171,41 @@ test('CLI in a child process: setup stripe and backfill against the fake Stripe 
   assert.match(backfill.stdout, /Backfill finished: 30 Stripe objects/);
   const [n] = await svc.sql<{ n: number }[]>`select count(*)::int as n from customers`;
   assert.equal(n!.n, 30);
+});
+
+test('CLI: Ctrl-C (SIGINT) stops a backfill after the page in flight, exit 1; the next run resumes and finishes', async (t) => {
+  const fake = await FakeStripeApi.start();
+  t.after(() => fake.close());
+  const { svc } = await setup(t);
+  fake.add('/v1/customers', Array.from({ length: 500 }, (_, i) => fakeCustomer({ id: `cus_s${String(i).padStart(3, '0')}`, email: `s${i}@example.test`, created: 1_750_000_000 + i })));
+  // Slow enough to interrupt: 2 requests a second (pages of 100).
+  fake.rateLimit(2);
+  const env = { STRIPE_SECRET_KEY: FAKE_STRIPE_KEY, STRIPE_API_BASE: fake.url, DATABASE_URL: svc.databaseUrl };
+  const child = spawn(NODE, ['src/cli/main.ts', 'backfill'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env } });
+  let stderr = '';
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  const interrupted = new Promise<void>((resolve) =>
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d;
+      if (/customers \d+ read/.test(stderr) && !child.killed) {
+        child.kill('SIGINT');
+        resolve();
+      }
+    }),
+  );
+  await interrupted;
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  assert.equal(code, 1, stderr);
+  assert.match(stderr, /stopping after the page in flight/);
+  assert.match(stdout, /Backfill interrupted/);
+  const [saved] = await svc.sql<{ items: number; completed_at: Date | null }[]>`select items, completed_at from stripe_backfill_cursors where stream = 'customers'`;
+  assert.ok(saved!.items >= 100 && saved!.items < 500 && saved!.completed_at === null, `saved cursor: ${JSON.stringify(saved)}`);
+
+  fake.rateLimit(undefined);
+  const resumed = await runCli(['backfill'], env);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stdout, new RegExp(`Backfill resumed and finished: ${500 - saved!.items} Stripe objects`));
+  const [n] = await svc.sql<{ n: number }[]>`select count(*)::int as n from customers`;
+  assert.equal(n!.n, 500);
 });
