@@ -20,10 +20,11 @@ export function parseSince(value: string): Date {
 /** Progress on a terminal: one bar line (items, items/s, stream); plain lines otherwise (logs, CI). */
 function progressReporter(stream: NodeJS.WriteStream): { update(p: BackfillProgress): void; stop(): void } {
   if (stream.isTTY) {
-    // Stripe lists have no total, so the bar counts streams; ETA is that of the streams left.
+    // Stripe lists carry no totals (and the count of objects to read is unknown up front), so
+    // the bar counts streams and there is no honest ETA: elapsed time is shown instead.
     const bar = new cliProgress.SingleBar(
       {
-        format: 'backfill [{bar}] stream {streamNo}/{value_total} {stream} | {items} items | {rate} items/s | ETA {eta_formatted}',
+        format: 'backfill [{bar}] stream {streamNo}/{value_total} {stream} | {items} items | {rate} items/s | {duration_formatted} elapsed',
         stream,
         hideCursor: true,
         etaBuffer: 3,
