@@ -202,3 +202,16 @@ test('--enroll starts billing recovery once for open failed invoices without a r
   const [facts] = await svc.sql<{ n: number }[]>`select count(*)::int as n from domain_events where name = 'invoice.payment_failed'`;
   assert.equal(facts!.n, 2);
 });
+
+test('one backfill at a time per database: a second one is refused while the first holds the lock', async (t) => {
+  const { svc, clock } = await setup(t);
+  const fake = await startFake(t);
+  seedAccount(fake, 10);
+  const holder = await svc.sql.reserve();
+  await holder`select pg_advisory_lock(hashtext('lifeline:stripe-backfill'))`;
+  await assert.rejects(runBackfill({ sql: svc.sql, stripe: fake.client(), clock }, {}), /another backfill is running/);
+  assert.equal(fake.requests.length, 0, 'nothing read from Stripe');
+  await holder`select pg_advisory_unlock(hashtext('lifeline:stripe-backfill'))`;
+  holder.release();
+  assert.equal((await runBackfill({ sql: svc.sql, stripe: fake.client(), clock }, {})).items.customers, 10);
+});

@@ -135,7 +135,29 @@ interface CursorRow {
   completed_at: Date | null;
 }
 
+export class BackfillBusyError extends Error {
+  override name = 'BackfillBusyError';
+}
+
+/** Session advisory lock key: one backfill at a time per database (they share the cursors). */
+const BACKFILL_LOCK = 'lifeline:stripe-backfill';
+
 export async function runBackfill(deps: { sql: Sql; stripe: Stripe; clock: Clock }, options: BackfillOptions = {}): Promise<BackfillSummary> {
+  const lockConnection = await deps.sql.reserve();
+  try {
+    const [lock] = await lockConnection<{ locked: boolean }[]>`select pg_try_advisory_lock(hashtext(${BACKFILL_LOCK})) as locked`;
+    if (!lock?.locked) throw new BackfillBusyError('another backfill is running against this database (it holds the backfill lock); wait for it to finish, or stop it with Ctrl-C');
+    try {
+      return await backfillLocked(deps, options);
+    } finally {
+      await lockConnection`select pg_advisory_unlock(hashtext(${BACKFILL_LOCK}))`;
+    }
+  } finally {
+    lockConnection.release();
+  }
+}
+
+async function backfillLocked(deps: { sql: Sql; stripe: Stripe; clock: Clock }, options: BackfillOptions): Promise<BackfillSummary> {
   const { sql, stripe, clock } = deps;
   const pageSize = options.pageSize ?? 100;
   const started = performance.now();

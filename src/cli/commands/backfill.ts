@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { systemClock } from '../../clock.ts';
-import { runBackfill, type BackfillProgress, type BackfillSummary } from '../../stripe/backfill.ts';
+import { BackfillBusyError, runBackfill, type BackfillProgress, type BackfillSummary } from '../../stripe/backfill.ts';
 import { CliError } from '../cli-error.ts';
 import { cliConfig, cliStripe, openCliDatabase } from '../stripe-context.ts';
 
@@ -66,7 +66,7 @@ export function describeSummary(summary: BackfillSummary): string[] {
   lines.push(`${summary.interrupted ? 'Backfill interrupted' : summary.resumed ? 'Backfill resumed and finished' : 'Backfill finished'}: ${summary.total} Stripe objects (${per || 'nothing left to read'}) in ${(summary.elapsedMs / 1000).toFixed(1)} s, ${rate}/s`);
   if (summary.retried > 0) lines.push(`Stripe throttled, failed or dropped ${summary.retried} request(s); all were retried.`);
   if (summary.interrupted) lines.push('Run `lifeline backfill` again to resume after the last saved page.');
-  if (summary.enrolled.length > 0) lines.push(`Billing recovery started for ${summary.enrolled.length} open failed invoice(s).`);
+  if (summary.enrolled.length > 0) lines.push(`Enrolled ${summary.enrolled.length} open failed invoice(s): their failure is recorded now, and billing recovery starts for each its workflow accepts (e.g. not first invoices of a subscription).`);
   return lines;
 }
 
@@ -100,10 +100,12 @@ export function registerBackfill(program: Command): void {
         );
         progress.stop();
         for (const line of describeSummary(summary)) console.log(line);
+        if (summary.resumed && since) console.log('Note: the interrupted backfill was resumed with the --since it started with; `--restart` applies a new one.');
         if (summary.interrupted) throw new CliError('backfill interrupted; run it again to resume', 1);
       } catch (err) {
         progress.stop();
         if (err instanceof CliError) throw err;
+        if (err instanceof BackfillBusyError) throw new CliError(err.message, 1);
         throw new CliError(`backfill stopped: ${(err as Error).message}. Progress is saved: run \`lifeline backfill\` again to resume.`, 1);
       } finally {
         process.off('SIGINT', onSignal);
