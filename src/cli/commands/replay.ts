@@ -24,7 +24,14 @@ export function registerReplay(program: Command): void {
       if (opts.type !== undefined && !/^[a-z_]+(\.[a-z_]+)+$/.test(opts.type)) throw new CliError(`invalid --type ${JSON.stringify(opts.type)}: expected a Stripe event type like invoice.payment_failed`, 2);
       const db = await openCliDatabase(cliConfig());
       try {
-        const summary = await replayStripeEvents({ sql: db.sql, clock: systemClock }, { from, type: opts.type, dryRun: opts.dryRun === true });
+        // A progress line at most every 2 s (a replay of months of events takes a while).
+        let lastLine = performance.now();
+        const onProgress = (done: number) => {
+          if (performance.now() - lastLine < 2_000) return;
+          lastLine = performance.now();
+          process.stderr.write(`replay: ${done} events\n`);
+        };
+        const summary = await replayStripeEvents({ sql: db.sql, clock: systemClock }, { from, type: opts.type, dryRun: opts.dryRun === true, onProgress });
         console.log(describeReplay(summary));
       } finally {
         await db.close();
