@@ -17,6 +17,10 @@ CREATE TABLE "card_update_payments" (
 	"invoice_id" text NOT NULL,
 	"customer_id" text NOT NULL,
 	"payment_method_id" text NOT NULL,
+	-- the payment method, or for a card-updater change the method at its new expiry: "until the
+	-- card changes" means until this key changes
+	"card_key" text NOT NULL,
+	"card_brand" text,
 	"trigger_event_id" text NOT NULL,
 	"trigger_type" text NOT NULL,
 	"created" timestamp with time zone NOT NULL,
@@ -32,6 +36,7 @@ CREATE TABLE "card_update_payments" (
 );--> statement-breakpoint
 CREATE INDEX "card_update_payments_due_idx" ON "card_update_payments" USING btree ("lane","created","id") WHERE done_at is null and dead_at is null;--> statement-breakpoint
 CREATE INDEX "card_update_payments_pm_idx" ON "card_update_payments" USING btree ("payment_method_id","decided_at");--> statement-breakpoint
+CREATE INDEX "card_update_payments_card_idx" ON "card_update_payments" USING btree ("card_key");--> statement-breakpoint
 CREATE INDEX "card_update_payments_invoice_idx" ON "card_update_payments" USING btree ("invoice_id");--> statement-breakpoint
 INSERT INTO "work_partitions" ("queue", "partition")
 SELECT 'card-update-payments', p FROM generate_series(0, 7) AS p ON CONFLICT DO NOTHING;

@@ -21,6 +21,9 @@ import { currentDefinitionProblems, seedBuiltins } from './workflows/workflow-st
 import { loadTemplates, type TemplateCatalog } from './email/template-catalog.ts';
 import { createEmailSender, type EmailSender } from './email/sender.ts';
 import { createLogTransport, createResendTransport, type EmailTransport } from './email/transport.ts';
+import { stripeClientFromConfig } from './stripe/client.ts';
+import { createCardUpdatePayer } from './stripe/card-update-payments.ts';
+import { createBackgroundLoop } from './work/background-loop.ts';
 
 export interface Service {
   config: Config;
@@ -72,7 +75,14 @@ export async function startService(options: {
     }
     const secret = await loadSigningSecret(sql, config.secret, clock.now());
     const boss = await startBoss({ databaseUrl, role: config.role, logger });
-    const inbox = createInboxConsumer({ sql, clock, logger });
+    // Pay on card update (issue 13): on by default when there is a Stripe key to pay with.
+    const stripeApi = stripeClientFromConfig(config);
+    const cardUpdatePayer =
+      stripeApi && config.recovery.payOnCardUpdate ? createCardUpdatePayer({ sql, clock, logger, stripe: stripeApi, enabled: true }) : null;
+    const inbox = createInboxConsumer({ sql, clock, logger }, { cardUpdatePayments: cardUpdatePayer !== null });
+    const cardUpdateLoop = cardUpdatePayer
+      ? createBackgroundLoop({ name: 'card-update-payments', sql, logger, pollMs: 5000, run: () => cardUpdatePayer.runOnce() })
+      : null;
     const inboxNotifier = createInboxNotifier(sql, logger);
     const engine = createEngine({ sql, boss, clock, logger, config });
     const transport =
@@ -88,6 +98,7 @@ export async function startService(options: {
       // a campaign's engine work cannot delay its rate-limited requests (BENCHMARKS.md, finding 6).
       const tasks = config.workerTasks;
       if (tasks.has('inbox')) await inbox.start();
+      if (tasks.has('inbox') && cardUpdateLoop) await cardUpdateLoop.start();
       if (tasks.has('engine')) await engine.start();
       if (tasks.has('email')) await email.start();
       if (tasks.has('webhooks')) {
@@ -117,6 +128,7 @@ export async function startService(options: {
       async drain() {
         for (let i = 0; i < 100; i++) {
           const n = await inbox.drain();
+          if (cardUpdatePayer) await cardUpdatePayer.drain();
           await engine.drain();
           const sent = await email.sendPending();
           if (n === 0 && sent.sent + sent.failed + sent.skipped === 0) return;
@@ -128,6 +140,7 @@ export async function startService(options: {
         if (app) await app.close(); // 1. stop taking requests, let in-flight ones finish
         inboxNotifier.close();
         await inbox.stop(); // 2. finish the batch in flight
+        if (cardUpdateLoop) await cardUpdateLoop.stop();
         await engine.stop();
         await email.stop();
         await boss.stop({ graceful: true, timeout: 10_000 }); // 3. finish jobs, stop pg-boss

@@ -73,6 +73,8 @@ export const PROJECTED_STRIPE_EVENT_TYPES: readonly string[] = [
   'payment_method.attached',
   'payment_method.updated',
   'payment_method.automatically_updated',
+  // pay on card update (card-update-payments.ts); not projected
+  'setup_intent.succeeded',
   'checkout.session.completed',
 ];
 

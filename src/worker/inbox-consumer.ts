@@ -10,6 +10,7 @@ import type { Sql, Tx } from '../db/connection.ts';
 import { lockIdentities } from '../contacts/contact-store.ts';
 import { INBOX_CHANNEL, STRIPE_QUEUE, stripeIdentityKeys, type StripeInboxRow } from '../stripe/event-inbox.ts';
 import { projectStripeBatch, projectStripeEvent } from '../stripe/projector.ts';
+import { enqueueCardUpdatePayments } from '../stripe/card-update-payments.ts';
 import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
 import { ensureProductAccounts, processProductBatch, processProductEvent, productIdentityKeys, type ProductEventRow } from '../events/processor.ts';
 import { createBackgroundLoop } from '../work/background-loop.ts';
@@ -26,6 +27,8 @@ export interface InboxConsumerOptions {
   concurrency?: number;
   /** how long a lane's claim on a partition lasts without a transaction holding it */
   leaseMs?: number;
+  /** turn card-change events into pay-on-card-update work items (RECOVERY_PAY_ON_CARD_UPDATE with a Stripe key) */
+  cardUpdatePayments?: boolean;
 }
 
 export interface InboxConsumer {
@@ -74,7 +77,25 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
     stripe.runBatch<StripeInboxRow>(batchSize, async (tx, rows, report) => {
       await lockIdentities(tx, await stripeIdentityKeys(tx, rows));
       const now = clock.now();
-      await batchOrEach(tx, rows, report, (db) => projectStripeBatch(db, rows.map((r) => r.payload), now), (db, row) => projectStripeEvent(db, row.payload, now), (row) => ({ eventId: row.id }));
+      // Card changes become pay-on-card-update work in the projection's transaction (after it, so
+      // the customer's default payment method is the one this batch leaves).
+      const payOnCardUpdate = options.cardUpdatePayments === true;
+      await batchOrEach(
+        tx,
+        rows,
+        report,
+        async (db) => {
+          const results = await projectStripeBatch(db, rows.map((r) => r.payload), now);
+          if (payOnCardUpdate) await enqueueCardUpdatePayments(db, rows.map((r) => r.payload));
+          return results;
+        },
+        async (db, row) => {
+          const result = await projectStripeEvent(db, row.payload, now);
+          if (payOnCardUpdate) await enqueueCardUpdatePayments(db, [row.payload]);
+          return result;
+        },
+        (row) => ({ eventId: row.id }),
+      );
     });
 
   const productBatch = () =>
