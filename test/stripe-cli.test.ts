@@ -171,6 +171,12 @@ test('CLI in a child process: setup stripe and backfill against the fake Stripe 
   assert.match(backfill.stdout, /Backfill finished: 30 Stripe objects/);
   const [n] = await svc.sql<{ n: number }[]>`select count(*)::int as n from customers`;
   assert.equal(n!.n, 30);
+
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_c1', customer: 'cus_c1', attempt_count: 1 }), { created: T }));
+  await svc.drain();
+  const replay = await runCli(['replay', '--from', '2026-03-01', '--type', 'invoice.payment_failed', '--dry-run'], env);
+  assert.equal(replay.code, 0, replay.stderr);
+  assert.match(replay.stdout, /Dry run: replayed 1 stored Stripe event\(s\); would record no new facts/);
 });
 
 test('CLI: Ctrl-C (SIGINT) stops a backfill after the page in flight, exit 1; the next run resumes and finishes', async (t) => {
