@@ -110,6 +110,8 @@ interface PendingRow {
   invoice_currency: string | null;
   invoice_hosted_url: string | null;
   invoice_next_payment_attempt: Date | null;
+  /** the invoice's latest decline advised against retrying (do_not_try_again, or a hard decline) */
+  invoice_retry_advised_against?: boolean | null;
 }
 
 /** A persisted batch this sender holds under `lease`, with its rendered emails. */
@@ -236,7 +238,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
              ct.traits as contact_traits, a.traits as account_traits,
              v.definition->'options' as options, r.state->'vars'->'trigger'->'properties' as trigger,
              i.amount_due as invoice_amount_due, i.amount_remaining as invoice_amount_remaining, i.currency as invoice_currency,
-             i.hosted_invoice_url as invoice_hosted_url, i.next_payment_attempt as invoice_next_payment_attempt
+             i.hosted_invoice_url as invoice_hosted_url, i.next_payment_attempt as invoice_next_payment_attempt,
+             (select f.advice_code = 'do_not_try_again' or f.decline_class = 'hard' from payment_failures f
+              where f.invoice_id = i.id order by f.occurred_at desc, f.id desc limit 1) as invoice_retry_advised_against
       from claimed c
       left join contacts ct on ct.id = c.contact_id
       left join accounts a on a.id = c.account_id
@@ -282,6 +286,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
             currency: invoice.currency,
             hostedInvoiceUrl: invoice.hosted_invoice_url ? trackedLink(row.id, invoice.hosted_invoice_url) : null,
             nextPaymentAttempt: invoice.next_payment_attempt?.toISOString() ?? null,
+            // Truthful copy: promise another try only when Stripe has one scheduled and the decline
+            // did not advise against it (the final attempt has next_payment_attempt null).
+            retryPlanned: invoice.next_payment_attempt !== null && row.invoice_retry_advised_against !== true,
           }
         : null,
       links: { action: trackedLink(row.id, actionTarget), unsubscribe, app: trackedLink(row.id, config.brand.appUrl) },

@@ -28,6 +28,8 @@ export interface RenderData {
     currency: string;
     hostedInvoiceUrl?: string | null;
     nextPaymentAttempt?: string | null;
+    /** another automatic attempt is scheduled and the decline did not advise against it; default: nextPaymentAttempt is set */
+    retryPlanned?: boolean;
     dueDate?: string | null;
   } | null;
   links: {
@@ -233,6 +235,7 @@ export function renderTemplate(t: CompiledTemplate, data: RenderData, brand: Bra
     ? {
         ...data.invoice,
         amountRemaining: data.invoice.amountRemaining ?? data.invoice.amountDue,
+        retryPlanned: data.invoice.retryPlanned ?? Boolean(data.invoice.nextPaymentAttempt),
         /** what the customer still owes: amountRemaining when given, else amountDue */
         amountOwed: data.invoice.amountRemaining ?? data.invoice.amountDue,
       }
