@@ -243,7 +243,9 @@ async function backfillLocked(deps: { sql: Sql; stripe: Stripe; clock: Clock }, 
           streamCount: BACKFILL_STREAMS.length,
           pauseMs,
         });
-        if (options.signal?.aborted) {
+        // Stop on Ctrl-C unless this was the last page of all: then nothing is left to resume
+        // (a resumed run would find every stream complete and start a new backfill).
+        if (options.signal?.aborted && !(done && index === BACKFILL_STREAMS.length - 1)) {
           summary.interrupted = true;
           return summary;
         }
