@@ -103,3 +103,26 @@ export function installProcessErrorHandlers(options: {
     },
   };
 }
+
+/**
+ * For error handlers of background loops (pg-boss's error event, the consumers' catch blocks):
+ * during a database outage they fail many times a second. Connection errors are logged once per
+ * `quietMs` per message (with how many were suppressed); other errors are logged every time.
+ */
+export function outageAwareLogger(logger: Pick<Logger, 'warn' | 'error'>, quietMs = 30_000, now: () => number = () => performance.now()) {
+  const last = new Map<string, { at: number; suppressed: number }>();
+  return (err: unknown, fields: Record<string, unknown>, message: string): void => {
+    const error = err instanceof Error ? err.message : String(err);
+    if (!isDatabaseConnectionError(err)) {
+      logger.error({ ...fields, error }, message);
+      return;
+    }
+    const seen = last.get(message);
+    if (seen && now() - seen.at < quietMs) {
+      seen.suppressed++;
+      return;
+    }
+    last.set(message, { at: now(), suppressed: 0 });
+    logger.warn({ ...fields, error, databaseUnavailable: true, suppressedSinceLastLog: seen?.suppressed ?? 0 }, `${message} (database unavailable; retrying, next such line in ${Math.round(quietMs / 1000)} s at most)`);
+  };
+}

@@ -146,7 +146,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
         if (!emailId || !type.startsWith('email.')) return { received: true, matched: false };
         const now = deps.clock.now();
         const at = event.created_at && !Number.isNaN(Date.parse(event.created_at)) ? new Date(event.created_at) : now;
-        const matched = await deps.sql.begin(async (tx: Tx) => {
+        const apply = async (tx: Tx): Promise<boolean> => {
           const [m] = await tx<{ id: string; status: string; to_email: string | null }[]>`select id, status, to_email from messages where provider_id = ${emailId} for update`;
           if (!m) return false;
           const kind = type.slice('email.'.length);
@@ -169,7 +169,15 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
                 reason = case when excluded.scope = 'all' then excluded.reason else suppressions.reason end`;
           }
           return true;
-        });
+        };
+        let matched: boolean;
+        try {
+          matched = await deps.sql.begin(apply);
+        } catch (err) {
+          request.log.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'could not store resend event');
+          // Never acknowledge what we did not apply: Resend (Svix) retries on 5xx, with backoff.
+          throw new HttpError(503, 'storage_unavailable', 'The event could not be stored; retry later', undefined, { 'retry-after': '5' });
+        }
         return { received: true, matched };
       },
     );

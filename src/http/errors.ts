@@ -1,4 +1,5 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
+import { isDatabaseConnectionError } from '../process-errors.ts';
 
 /** An error that becomes a 4xx/5xx JSON answer `{ error: code, message }`. */
 export class HttpError extends Error {
@@ -62,6 +63,12 @@ export function installErrorHandler(app: FastifyInstance): void {
     }
     if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
       return reply.code(err.statusCode).send({ error: err.code ?? 'bad_request', message: err.message });
+    }
+    // The database is down or restarting (any route): 503 + retry-after, one warning line, not a
+    // 500 with a stack per request.
+    if (isDatabaseConnectionError(err)) {
+      request.log.warn({ code: err.code }, 'database unavailable');
+      return reply.code(503).header('retry-after', '5').send({ error: 'database_unavailable', message: 'The database is unavailable; retry later' });
     }
     request.log.error({ err }, 'unhandled error');
     return reply.code(500).send({ error: 'internal_error', message: 'Internal server error' });

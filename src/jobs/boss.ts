@@ -2,6 +2,7 @@
 import { PgBoss } from 'pg-boss';
 import type { Logger } from 'pino';
 import type { Role } from '../config.ts';
+import { outageAwareLogger } from '../process-errors.ts';
 
 /** Queues Lifeline uses; created (idempotently) at start-up before anything sends to them. */
 export const QUEUES: { name: string; options: Record<string, unknown> }[] = [
@@ -26,7 +27,9 @@ export async function startBoss(options: { databaseUrl: string; role: Role; logg
     useListenNotify: worker,
   });
   // Without an error listener an error event would crash the process.
-  boss.on('error', (err: Error) => options.logger.error({ error: err.message }, 'pg-boss error'));
+  // During a database outage pg-boss fails every poll (hundreds of lines in seconds): one line per outage period.
+  const logBossError = outageAwareLogger(options.logger);
+  boss.on('error', (err: Error) => logBossError(err, {}, 'pg-boss error'));
   await boss.start();
   for (const q of QUEUES) {
     await boss.createQueue(q.name, q.options);

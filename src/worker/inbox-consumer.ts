@@ -14,6 +14,7 @@ import { enqueueCardUpdatePayments } from '../stripe/card-update-payments.ts';
 import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
 import { ensureProductAccounts, processProductBatch, processProductEvent, productIdentityKeys, type ProductEventRow } from '../events/processor.ts';
 import { createBackgroundLoop } from '../work/background-loop.ts';
+import { isDatabaseConnectionError, outageAwareLogger } from '../process-errors.ts';
 import { createWorkQueue, failureText, LeaseLostError, type BatchReport, type WorkQueue } from '../work/work-queue.ts';
 
 export interface InboxConsumerOptions {
@@ -43,6 +44,7 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
   const batchSize = options.batchSize ?? 100;
   const concurrency = options.concurrency ?? 4;
   const { sql, clock, logger } = deps;
+  const logOutage = outageAwareLogger(logger);
   const tune = <S extends typeof STRIPE_QUEUE | typeof PRODUCT_QUEUE>(spec: S) => ({
     ...spec,
     maxAttempts: options.maxAttempts ?? spec.maxAttempts,
@@ -119,6 +121,7 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
       return await batch();
     } catch (err) {
       if (err instanceof LeaseLostError) logger.warn({ queue: name, error: err.message }, 'lease lost; another lane took the partition over');
+      else if (isDatabaseConnectionError(err)) logOutage(err, { queue: name }, 'inbox batch failed');
       else logger.error({ queue: name, error: failureText(err) }, 'inbox batch failed');
       return null;
     }

@@ -29,7 +29,7 @@ export interface FakeResend {
   url: string;
   requests: RecordedRequest[];
   /** emails accepted, by Idempotency-Key-aware logic (a replayed key returns the same ids) */
-  accepted: { id: string; to: string; subject: string; headers: Record<string, string>; html: string; text: string; idempotencyKey: string | null }[];
+  accepted: { id: string; to: string; subject: string; headers: Record<string, string>; html: string; text: string; idempotencyKey: string | null; template?: string }[];
   script(...answers: ScriptedAnswer[]): void;
   /** drops scripted answers not used yet */
   clearScript(): void;
@@ -54,6 +54,8 @@ export async function startFakeResend(options: {
   ratePerSecond?: number;
   /** false: keep only counts-worthy fields (benchmarks send 100k emails; bodies would not fit) */
   keepContent?: boolean;
+  /** false: parse requests fully but keep no html/text (long suites: thousands of emails) */
+  keepBodies?: boolean;
 } = {}): Promise<FakeResend> {
   const keepContent = options.keepContent ?? true;
   const requests: RecordedRequest[] = [];
@@ -79,7 +81,7 @@ export async function startFakeResend(options: {
         body = raw;
       }
       const now = arrived;
-      requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: keepContent ? body : null, at: now });
+      requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body: keepContent && options.keepBodies !== false ? body : null, at: now });
       const send = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(status, { 'content-type': 'application/json', ...headers });
         res.end(JSON.stringify(payload));
@@ -111,7 +113,9 @@ export async function startFakeResend(options: {
         const id = randomUUID();
         const to = Array.isArray(e.to) ? String(e.to[0]) : String(e.to);
         const headers = (e.headers as Record<string, string>) ?? {};
-        if (keepContent) accepted.push({ id, to, subject: String(e.subject), headers, html: String(e.html ?? ''), text: String(e.text ?? ''), idempotencyKey: key });
+        const template = Array.isArray(e.tags) ? (e.tags as { name: string; value: string }[]).find((tag) => tag.name === 'template')?.value : undefined;
+        if (options.keepBodies === false) accepted.push({ id, to, subject: String(e.subject), headers, html: '', text: '', idempotencyKey: key, ...(template ? { template } : {}) });
+        else if (keepContent) accepted.push({ id, to, subject: String(e.subject), headers, html: String(e.html ?? ''), text: String(e.text ?? ''), idempotencyKey: key, ...(template ? { template } : {}) });
         else accepted.push({ id, to, subject: '', headers: { 'X-Lifeline-Message-Id': headers['X-Lifeline-Message-Id'] ?? '' }, html: '', text: '', idempotencyKey: key });
         return id;
       };
