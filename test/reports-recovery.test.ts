@@ -443,7 +443,7 @@ function expectedTotals(cases: ModelCase[], currency: string) {
     medianHoursToRecover: median,
     lateRecovered: ca(of('recovered').filter((c) => c.late), (c) => c.amountRecovered),
     byAttribution: Object.fromEntries(
-      ['payment_method_updated', 'clicked', 'emailed', 'card_updater', 'stripe_retry_only'].map((b) => [b, ca(of('recovered').filter((c) => c.attribution === b), (c) => c.amountRecovered)]),
+      ['paid_on_card_update', 'portal_update', 'payment_method_updated', 'clicked', 'emailed', 'card_updater', 'stripe_retry_only'].map((b) => [b, ca(of('recovered').filter((c) => c.attribution === b), (c) => c.amountRecovered)]),
     ),
     holdout: {
       cases: hold.length,
@@ -741,7 +741,7 @@ test('recovery report: bad parameters are 400 naming the parameter; no token is 
   assert.equal(body.currencies.length, 1);
   assert.deepEqual(body.currencies[0]!.failed, { count: 0, amount: 0 });
   assert.equal(body.currencies[0]!.recoveryRate, null);
-  assert.deepEqual(Object.keys(body.currencies[0]!.byAttribution), ['payment_method_updated', 'clicked', 'emailed', 'card_updater', 'stripe_retry_only']);
+  assert.deepEqual(Object.keys(body.currencies[0]!.byAttribution), ['paid_on_card_update', 'portal_update', 'payment_method_updated', 'clicked', 'emailed', 'card_updater', 'stripe_retry_only']);
 });
 
 test('refresh: a fact committed late under a lower id is still applied (gaps); an idle refresh reads and recomputes nothing', async (t) => {

@@ -175,7 +175,7 @@ function readSource(tx: Tx, source: SourceName, old: number) {
           insert into recovery_dirty (invoice_id, marked_at)
           select distinct wr.run_key, now()
           from r join workflow_runs wr on wr.id = r.run_id
-          where r.kind in ('entered', 'split') and wr.workflow_key = ${RECOVERY_WORKFLOW}
+          where r.kind in ('entered', 'split', 'action') and wr.workflow_key = ${RECOVERY_WORKFLOW}
           on conflict (invoice_id) do nothing
         ),
         ${gapStatements(tx, 'run_trace', old)}`;
@@ -328,11 +328,13 @@ const STATE = (tx: Queryable) => tx`
        when lost_at is not null then 'lost'
        else 'open' end as state`;
 
-/** The attribution buckets in order, from four flags judged in [first_failed_at, paid_time). */
-function attribution(tx: Queryable, flags: { pm: Fragment; clicked: Fragment; emailed: Fragment; card: Fragment }) {
+/** The attribution buckets in order, from six flags judged in [first_failed_at, paid_time). */
+function attribution(tx: Queryable, flags: { paidOnCardUpdate: Fragment; portal: Fragment; pm: Fragment; clicked: Fragment; emailed: Fragment; card: Fragment }) {
   return tx`
     case
       when c.state <> 'recovered' then null
+      when ${flags.paidOnCardUpdate} then 'paid_on_card_update'
+      when ${flags.portal} then 'portal_update'
       when ${flags.pm} then 'payment_method_updated'
       when ${flags.clicked} then 'clicked'
       when ${flags.emailed} then 'emailed'
@@ -340,6 +342,21 @@ function attribution(tx: Queryable, flags: { pm: Fragment; clicked: Fragment; em
       else 'stripe_retry_only'
     end`;
 }
+
+/** Our immediate attempt after a card change (card-update-payments.ts) paid the invoice. */
+const paidOnCardUpdate = (tx: Queryable, invoiceId: Fragment, firstFailedAt: Fragment) => tx`exists (
+  select 1 from card_update_payments cp
+  where cp.invoice_id = ${invoiceId} and cp.outcome = 'paid' and cp.decided_at >= ${firstFailedAt})`;
+
+/**
+ * The customer opened a Billing Portal session through our update-card link in the window, and
+ * a payment_method.updated fact for them followed it (before the payment).
+ */
+const portalUpdate = (tx: Queryable, customerId: Fragment, firstFailedAt: Fragment, paidTime: Fragment) => tx`exists (
+  select 1 from card_update_sessions cs
+  join domain_events de on de.stripe_customer_id = cs.customer_id and de.name = 'payment_method.updated'
+    and de.occurred_at >= cs.created_at and de.occurred_at < ${paidTime}
+  where cs.customer_id = ${customerId} and cs.outcome = 'portal' and cs.created_at >= ${firstFailedAt} and cs.created_at < ${paidTime})`;
 
 /** The recovery_cases row of case c, in column order. */
 function caseColumns(tx: Queryable, attributionExpr: Fragment) {
@@ -408,6 +425,8 @@ export function caseRows(tx: Queryable) {
     select ${caseColumns(
       tx,
       attribution(tx, {
+        paidOnCardUpdate: paidOnCardUpdate(tx, tx`c.id`, tx`c.first_failed_at`),
+        portal: portalUpdate(tx, tx`c.customer_id`, tx`c.first_failed_at`, tx`c.paid_time`),
         pm: customerFact('payment_method.updated'),
         clicked: tx`(
           exists (select 1 from messages m where m.run_id = any(c.run_ids) and ${inWindow(tx`m.clicked_at`)})
@@ -497,6 +516,8 @@ export function caseRowsBulk(tx: Queryable) {
     select ${caseColumns(
       tx,
       attribution(tx, {
+        paidOnCardUpdate: paidOnCardUpdate(tx, tx`c.id`, tx`c.first_failed_at`),
+        portal: portalUpdate(tx, tx`c.customer_id`, tx`c.first_failed_at`, tx`c.paid_time`),
         pm: tx`coalesce(pm.updated, false)`,
         clicked: tx`(coalesce(msg.clicked, false) or clicks.id is not null)`,
         emailed: tx`coalesce(msg.sent, false)`,

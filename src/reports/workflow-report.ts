@@ -3,7 +3,7 @@
 import type { PendingQuery, Row } from 'postgres';
 import type { Sql } from '../db/connection.ts';
 import type { Step, WorkflowDefinition } from '../workflows/types.ts';
-import { RECOVERY_WORKFLOW, WORKFLOW_DEFINITION } from './definitions.ts';
+import { ATTRIBUTION_BUCKETS, RECOVERY_WORKFLOW, WORKFLOW_DEFINITION } from './definitions.ts';
 import { compareProportions, ratio } from './stats.ts';
 
 export interface AmountByCurrency {
@@ -209,7 +209,7 @@ async function kpiFor(sql: Sql, key: string, cohort: Fragment, runs: { entered: 
       return { name: 'reactivation', reactivationRate: rate, mrrReactivated: byCurrency(rows) };
     }
     case RECOVERY_WORKFLOW: {
-      const [revenue, [churn]] = await Promise.all([
+      const [revenue, [churn], byAction] = await Promise.all([
         sql<{ currency: string; amount: number; n: number }[]>`
           select rc.currency, coalesce(sum(rc.amount_recovered), 0)::bigint as amount, count(*)::int as n
           from (${cohort}) c join recovery_cases rc on rc.invoice_id = c.run_key
@@ -226,13 +226,25 @@ async function kpiFor(sql: Sql, key: string, cohort: Fragment, runs: { entered: 
                    where de.stripe_customer_id = s.customer_id and de.name = 'subscription.canceled'
                      and de.subject_id = s.subscription_id and de.properties->>'reason' = 'payment_failed'))::int as churned
           from subs s`,
+        // recoveries per action (the recovery ledger's attribution)
+        sql<{ attribution: string; currency: string; amount: number; n: number }[]>`
+          select rc.attribution, rc.currency, coalesce(sum(rc.amount_recovered), 0)::bigint as amount, count(*)::int as n
+          from (${cohort}) c join recovery_cases rc on rc.invoice_id = c.run_key
+          where rc.state = 'recovered' group by rc.attribution, rc.currency order by rc.currency`,
       ]);
+      const recoveriesByAction = Object.fromEntries(
+        ATTRIBUTION_BUCKETS.map((bucket) => {
+          const rows = byAction.filter((r) => r.attribution === bucket);
+          return [bucket, { count: rows.reduce((n, r) => n + r.n, 0), amounts: byCurrency(rows) }];
+        }),
+      );
       const atRisk = churn?.at_risk ?? 0;
       const churned = churn?.churned ?? 0;
       return {
         name: 'recovered revenue',
         recoveredRevenue: byCurrency(revenue),
         involuntaryChurn: { churned, atRisk, rate: ratio(churned, atRisk) },
+        recoveriesByAction,
         conversionRate: rate,
       };
     }
