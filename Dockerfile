@@ -8,6 +8,9 @@ ENV NODE_ENV=production \
     HOST=0.0.0.0
 
 COPY package.json package-lock.json ./
+# patches/ holds the postgres.js fix that `postinstall` (patch-package) applies: it must be there
+# before the install, and patch-package is a production dependency for that reason.
+COPY patches ./patches
 # Production dependencies only; the image's own Node 24 runs the service (the `node` npm
 # package is a dev dependency that brings Node 24 to development machines).
 RUN npm ci --omit=dev && npm cache clean --force

@@ -58,6 +58,8 @@ export interface Config {
     rateLimitPerSecond: number;
     /** one provider request's time limit (ms): a hung request fails and its batch is re-sent under the same idempotency key */
     requestTimeoutMs: number;
+    /** how long a sender's claim on messages/batches lasts: after a crash or an outage, held mail waits this long to be taken over */
+    claimMs: number;
     /** mailto: address for List-Unsubscribe (optional, besides the one-click URL) */
     unsubscribeMailto: string | undefined;
   };
@@ -178,6 +180,7 @@ export function loadConfig(env: Env = process.env): Config {
       replyTo: str(env, 'EMAIL_REPLY_TO') === undefined ? undefined : email(env, 'EMAIL_REPLY_TO', ''),
       rateLimitPerSecond: number(env, 'RESEND_RATE_LIMIT', 2, 0.1, 1000),
       requestTimeoutMs: int(env, 'RESEND_TIMEOUT_MS', 10_000, 100, 120_000),
+      claimMs: int(env, 'EMAIL_CLAIM_MS', 120_000, 5_000, 3_600_000),
       unsubscribeMailto: str(env, 'UNSUBSCRIBE_MAILTO') === undefined ? undefined : email(env, 'UNSUBSCRIBE_MAILTO', ''),
     },
     brand: {

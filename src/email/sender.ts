@@ -216,7 +216,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const policy: RetryPolicy = { ...DEFAULT_RETRY, ...deps.retry };
   const intervalMs = Math.max(1, Math.ceil((1000 / config.email.rateLimitPerSecond) * RATE_MARGIN));
-  const lockUntil = (now: Date) => new Date(now.getTime() + CLAIM_MS);
+  // EMAIL_CLAIM_MS: the suites shorten it so a claim orphaned by a kill is taken over sooner.
+  const claimMs = deps.config.email.claimMs ?? CLAIM_MS;
+  const lockUntil = (now: Date) => new Date(now.getTime() + claimMs);
 
   /** Claims due loose messages (never a member of a batch) under `token`, with their render inputs. */
   async function claim(token: string, limit: number = MAX_BATCH): Promise<PendingRow[]> {

@@ -75,6 +75,8 @@ export function serviceProcess(options: { databaseUrl: string; resendUrl: string
           LOG_LEVEL: 'info',
           DB_POOL_MAX: '5',
           ENGINE_TICK_MS: '200',
+          // a claim orphaned by a kill or an outage is taken over after 15 s, not 2 min
+          EMAIL_CLAIM_MS: '15000',
           ...options.env,
         },
       });
