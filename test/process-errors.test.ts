@@ -2,7 +2,7 @@
 // quiet period) and which stop it (everything else: a bug of ours).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { installProcessErrorHandlers, isDatabaseConnectionError } from '../src/process-errors.ts';
+import { installProcessErrorHandlers, isDatabaseConnectionError, outageAwareLogger } from '../src/process-errors.ts';
 
 test('database connection errors are recognised; other errors are not', () => {
   const withCode = (code: string) => Object.assign(new Error('x'), { code });
@@ -50,4 +50,25 @@ test('escaped connection errors are survived and logged once per quiet period; o
   const bug = new TypeError('a bug of ours');
   handlers.handle(bug, 'uncaughtException');
   assert.deepEqual(fatal, [bug]);
+});
+
+test('background loops: connection errors logged once per quiet period per message, other errors every time', () => {
+  const lines: Array<{ level: string; obj: Record<string, unknown>; msg: string }> = [];
+  let clock = 0;
+  const log = outageAwareLogger(
+    { warn: (obj: Record<string, unknown>, msg: string) => lines.push({ level: 'warn', obj, msg }), error: (obj: Record<string, unknown>, msg: string) => lines.push({ level: 'error', obj, msg }) } as never,
+    30_000,
+    () => clock,
+  );
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+  for (let i = 0; i < 300; i++) log(refused, {}, 'pg-boss error');
+  for (let i = 0; i < 20; i++) log(refused, { queue: 'stripe' }, 'inbox batch failed');
+  assert.equal(lines.length, 2, 'one line per message per quiet period');
+  clock += 31_000;
+  log(refused, {}, 'pg-boss error');
+  assert.equal(lines.length, 3);
+  assert.equal(lines[2]!.obj.suppressedSinceLastLog, 299);
+  log(new Error('relation "x" does not exist'), {}, 'pg-boss error');
+  log(new Error('relation "x" does not exist'), {}, 'pg-boss error');
+  assert.deepEqual(lines.slice(3).map((l) => l.level), ['error', 'error'], 'a non-connection error is never suppressed');
 });
