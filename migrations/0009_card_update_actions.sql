@@ -40,3 +40,19 @@ CREATE INDEX "card_update_payments_card_idx" ON "card_update_payments" USING btr
 CREATE INDEX "card_update_payments_invoice_idx" ON "card_update_payments" USING btree ("invoice_id");--> statement-breakpoint
 INSERT INTO "work_partitions" ("queue", "partition")
 SELECT 'card-update-payments', p FROM generate_series(0, 7) AS p ON CONFLICT DO NOTHING;
+--> statement-breakpoint
+-- Pre-dunning: a customer's default card that expires before a subscription's next renewal,
+-- checked at the notice time before the renewal (one row per card, expiry and renewal).
+CREATE TABLE "pre_dunning_checks" (
+	"check_key" text PRIMARY KEY NOT NULL,
+	"customer_id" text NOT NULL,
+	"payment_method_id" text NOT NULL,
+	"brand" text,
+	"exp_month" integer NOT NULL,
+	"exp_year" integer NOT NULL,
+	"renewal_at" timestamp with time zone NOT NULL,
+	"due_at" timestamp with time zone NOT NULL,
+	"fired_at" timestamp with time zone,
+	"created_at" timestamp with time zone NOT NULL
+);--> statement-breakpoint
+CREATE INDEX "pre_dunning_checks_due_idx" ON "pre_dunning_checks" USING btree ("due_at") WHERE fired_at is null;

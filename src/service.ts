@@ -23,6 +23,7 @@ import { createEmailSender, type EmailSender } from './email/sender.ts';
 import { createLogTransport, createResendTransport, type EmailTransport } from './email/transport.ts';
 import { stripeClientFromConfig } from './stripe/client.ts';
 import { createCardUpdatePayer } from './stripe/card-update-payments.ts';
+import { firePreDunningChecks } from './stripe/pre-dunning.ts';
 import { createBackgroundLoop } from './work/background-loop.ts';
 
 export interface Service {
@@ -80,6 +81,8 @@ export async function startService(options: {
     const cardUpdatePayer =
       stripeApi && config.recovery.payOnCardUpdate ? createCardUpdatePayer({ sql, clock, logger, stripe: stripeApi, enabled: true }) : null;
     const inbox = createInboxConsumer({ sql, clock, logger }, { cardUpdatePayments: cardUpdatePayer !== null });
+    // Pre-dunning checks due (card expiring before renewal) become timeline facts.
+    const preDunningLoop = createBackgroundLoop({ name: 'pre-dunning-checks', sql, logger, pollMs: 60_000, run: () => firePreDunningChecks({ sql, clock }) });
     const cardUpdateLoop = cardUpdatePayer
       ? createBackgroundLoop({ name: 'card-update-payments', sql, logger, pollMs: 5000, run: () => cardUpdatePayer.runOnce() })
       : null;
@@ -99,6 +102,7 @@ export async function startService(options: {
       const tasks = config.workerTasks;
       if (tasks.has('inbox')) await inbox.start();
       if (tasks.has('inbox') && cardUpdateLoop) await cardUpdateLoop.start();
+      if (tasks.has('inbox')) await preDunningLoop.start();
       if (tasks.has('engine')) await engine.start();
       if (tasks.has('email')) await email.start();
       if (tasks.has('webhooks')) {
@@ -129,6 +133,7 @@ export async function startService(options: {
         for (let i = 0; i < 100; i++) {
           const n = await inbox.drain();
           if (cardUpdatePayer) await cardUpdatePayer.drain();
+          await firePreDunningChecks({ sql, clock });
           await engine.drain();
           const sent = await email.sendPending();
           if (n === 0 && sent.sent + sent.failed + sent.skipped === 0) return;
@@ -141,6 +146,7 @@ export async function startService(options: {
         inboxNotifier.close();
         await inbox.stop(); // 2. finish the batch in flight
         if (cardUpdateLoop) await cardUpdateLoop.stop();
+        await preDunningLoop.stop();
         await engine.stop();
         await email.stop();
         await boss.stop({ graceful: true, timeout: 10_000 }); // 3. finish jobs, stop pg-boss

@@ -35,7 +35,7 @@ test('admin auth: 401 without or with a wrong token; 503 naming the variable whe
 test('the built-in workflows are listed and readable; unknown keys are 404', async (t) => {
   const svc = await build(t);
   const list = (await svc.app.inject({ url: '/v1/workflows', headers: auth })).json().workflows as { key: string; builtin: boolean; version: number }[];
-  assert.deepEqual(list.map((w) => w.key).sort(), ['activation', 'billing-recovery', 'expansion', 'expansion-usage', 'onboarding', 'win-back']);
+  assert.deepEqual(list.map((w) => w.key).sort(), ['activation', 'billing-recovery', 'expansion', 'expansion-usage', 'onboarding', 'pre-dunning', 'win-back']);
   assert.ok(list.every((w) => w.builtin && w.version === 1));
   const one = (await svc.app.inject({ url: '/v1/workflows/billing-recovery', headers: auth })).json();
   assert.equal(one.definition.category, 'transactional');

@@ -47,7 +47,7 @@ import type { Config } from '../config.ts';
 import type { Queryable, Sql } from '../db/connection.ts';
 import { reserveSlot } from './rate-limit.ts';
 import { signToken } from './tokens.ts';
-import { cardUpdateUrl, usesCardUpdateLink } from '../stripe/card-update-link.ts';
+import { cardUpdateUrl, customerCardUpdateUrl, usesCardUpdateLink } from '../stripe/card-update-link.ts';
 import type { EmailTransport, OutgoingEmail, SendOutcome } from './transport.ts';
 import type { TemplateCatalog } from './template-catalog.ts';
 import type { RenderData } from './template-render.ts';
@@ -276,7 +276,15 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     // Dunning emails fix the card through our never-expiring update-card link (a fresh Billing
     // Portal session per click); payment confirmation (3-D Secure) needs the hosted invoice page.
     const invoiceId = typeof trigger.invoiceId === 'string' ? trigger.invoiceId : null;
-    const cardUpdate = invoice && invoiceId && usesCardUpdateLink(row.template) ? cardUpdateUrl(config.publicUrl, secret, invoiceId, row.contact_id === null ? null : Number(row.contact_id)) : null;
+    const contactId = row.contact_id === null ? null : Number(row.contact_id);
+    const customerId = typeof trigger.customerId === 'string' ? trigger.customerId : null;
+    const cardUpdate = !usesCardUpdateLink(row.template)
+      ? null
+      : invoice && invoiceId
+        ? cardUpdateUrl(config.publicUrl, secret, invoiceId, contactId)
+        : customerId
+          ? customerCardUpdateUrl(config.publicUrl, secret, customerId, contactId)
+          : null;
     const actionTarget = cardUpdate ?? invoice?.hosted_invoice_url ?? config.brand.appUrl;
     const data: RenderData = {
       contact: { email: row.to_email, firstName: typeof traits.firstName === 'string' ? traits.firstName : typeof traits.name === 'string' ? String(traits.name).split(' ')[0] : null, traits },

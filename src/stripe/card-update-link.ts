@@ -16,11 +16,17 @@ import { stripeClientFromConfig } from './client.ts';
 
 export const CARD_UPDATE_TOKEN_KIND = 'card-update';
 
-export type CardUpdateToken = { i: string; c: number | null };
+/** i: the invoice (dunning), or k: the Stripe customer (pre-dunning: no invoice yet); c: the contact */
+export type CardUpdateToken = { i?: string; k?: string; c: number | null };
 
 /** The never-expiring update-card URL for one contact and invoice. */
 export function cardUpdateUrl(publicUrl: string, secret: string, invoiceId: string, contactId: number | null): string {
   return `${publicUrl}/billing/update/${signToken(secret, CARD_UPDATE_TOKEN_KIND, { i: invoiceId, c: contactId } satisfies CardUpdateToken)}`;
+}
+
+/** The same link for a customer with no failed invoice (pre-dunning). */
+export function customerCardUpdateUrl(publicUrl: string, secret: string, customerId: string, contactId: number | null): string {
+  return `${publicUrl}/billing/update/${signToken(secret, CARD_UPDATE_TOKEN_KIND, { k: customerId, c: contactId } satisfies CardUpdateToken)}`;
 }
 
 /**
@@ -29,7 +35,7 @@ export function cardUpdateUrl(publicUrl: string, secret: string, invoiceId: stri
  * changing the card).
  */
 export function usesCardUpdateLink(template: string): boolean {
-  return template.startsWith('dunning-') && !template.startsWith('dunning-confirm-payment');
+  return (template.startsWith('dunning-') && !template.startsWith('dunning-confirm-payment')) || template.startsWith('pre-dunning-');
 }
 
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -69,14 +75,18 @@ export async function cardUpdateRoutes(app: FastifyInstance, deps: AppDeps, opti
     async (request, reply) => {
       const { token } = request.params as { token: string };
       const payload = verifyToken<CardUpdateToken>(secret, CARD_UPDATE_TOKEN_KIND, token);
-      if (!payload || typeof payload.i !== 'string') {
+      if (!payload || (typeof payload.i !== 'string' && typeof payload.k !== 'string')) {
         return page(reply, 400, 'This link is not valid', '<p>The link is incomplete or was changed. Please use the link from the email.</p>');
       }
       const contactId = typeof payload.c === 'number' ? payload.c : null;
       let invoice: { customer_id: string; hosted_invoice_url: string | null; status: string } | undefined;
       try {
-        [invoice] = await deps.sql<{ customer_id: string; hosted_invoice_url: string | null; status: string }[]>`
-          select customer_id, hosted_invoice_url, status from invoices where id = ${payload.i}`;
+        [invoice] =
+          typeof payload.i === 'string'
+            ? await deps.sql<{ customer_id: string; hosted_invoice_url: string | null; status: string }[]>`
+                select customer_id, hosted_invoice_url, status from invoices where id = ${payload.i}`
+            : await deps.sql<{ customer_id: string; hosted_invoice_url: string | null; status: string }[]>`
+                select id as customer_id, null as hosted_invoice_url, 'none' as status from customers where id = ${payload.k!}`;
       } catch (err) {
         request.log.error({ error: (err as Error).message }, 'card-update link: invoice look-up failed');
         return page(reply, 503, 'Please try again in a moment', '<p>We could not open your billing page just now. Please try the link again in a minute.</p>');
@@ -87,7 +97,7 @@ export async function cardUpdateRoutes(app: FastifyInstance, deps: AppDeps, opti
         try {
           await deps.sql`
             insert into card_update_sessions (customer_id, invoice_id, contact_id, portal_session_id, outcome, created_at)
-            values (${invoice.customer_id}, ${payload.i}, ${contactId}, ${portalSessionId}, ${outcome}, ${deps.clock.now()})`;
+            values (${invoice.customer_id}, ${payload.i ?? null}, ${contactId}, ${portalSessionId}, ${outcome}, ${deps.clock.now()})`;
         } catch (err) {
           // The customer must reach the billing page even if we cannot record the visit.
           request.log.error({ error: (err as Error).message }, 'card-update link: could not record the visit');

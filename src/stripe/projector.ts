@@ -73,8 +73,10 @@ export const PROJECTED_STRIPE_EVENT_TYPES: readonly string[] = [
   'payment_method.attached',
   'payment_method.updated',
   'payment_method.automatically_updated',
-  // pay on card update (card-update-payments.ts); not projected
+  // pay on card update (card-update-payments.ts) and pre-dunning (pre-dunning.ts); not projected
   'setup_intent.succeeded',
+  // pre-dunning (pre-dunning.ts): a legacy card source expiring
+  'customer.source.expiring',
   'checkout.session.completed',
 ];
 

@@ -11,6 +11,7 @@ import { lockIdentities } from '../contacts/contact-store.ts';
 import { INBOX_CHANNEL, STRIPE_QUEUE, stripeIdentityKeys, type StripeInboxRow } from '../stripe/event-inbox.ts';
 import { projectStripeBatch, projectStripeEvent } from '../stripe/projector.ts';
 import { enqueueCardUpdatePayments } from '../stripe/card-update-payments.ts';
+import { schedulePreDunningChecks } from '../stripe/pre-dunning.ts';
 import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
 import { ensureProductAccounts, processProductBatch, processProductEvent, productIdentityKeys, type ProductEventRow } from '../events/processor.ts';
 import { createBackgroundLoop } from '../work/background-loop.ts';
@@ -89,11 +90,13 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
         async (db) => {
           const results = await projectStripeBatch(db, rows.map((r) => r.payload), now);
           if (payOnCardUpdate) await enqueueCardUpdatePayments(db, rows.map((r) => r.payload));
+          await schedulePreDunningChecks(db, rows.map((r) => r.payload), now);
           return results;
         },
         async (db, row) => {
           const result = await projectStripeEvent(db, row.payload, now);
           if (payOnCardUpdate) await enqueueCardUpdatePayments(db, [row.payload]);
+          await schedulePreDunningChecks(db, [row.payload], now);
           return result;
         },
         (row) => ({ eventId: row.id }),

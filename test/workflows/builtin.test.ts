@@ -46,7 +46,7 @@ function paymentFailed(declineClass: string, properties: Record<string, unknown>
 
 test('every built-in JSON file validates and is exported', () => {
   const files = readdirSync(builtinDirectory).filter((name) => name.endsWith('.json')).sort();
-  assert.deepEqual(files, ['activation.json', 'billing-recovery.json', 'expansion-usage.json', 'expansion.json', 'onboarding.json', 'win-back.json']);
+  assert.deepEqual(files, ['activation.json', 'billing-recovery.json', 'expansion-usage.json', 'expansion.json', 'onboarding.json', 'pre-dunning.json', 'win-back.json']);
   for (const file of files) {
     const json: unknown = JSON.parse(readFileSync(new URL(file, builtinDirectory), 'utf8'));
     const result = validateDefinition(json);

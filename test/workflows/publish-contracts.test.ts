@@ -40,7 +40,7 @@ function errorsOf(input: unknown, templates: TemplateLookup = lookup): Definitio
 }
 
 test('the built-in definitions pass every publish-time contract against the real template catalog', () => {
-  assert.equal(builtinDefinitions.length, 6);
+  assert.equal(builtinDefinitions.length, 7);
   for (const builtin of builtinDefinitions) {
     const result = validateForPublish(builtin, catalog);
     assert.ok(result.ok, `${builtin.key}: ${JSON.stringify(!result.ok && result.errors)}`);

@@ -9,6 +9,7 @@ import activationJson from './activation.json' with { type: 'json' };
 import onboardingJson from './onboarding.json' with { type: 'json' };
 import expansionJson from './expansion.json' with { type: 'json' };
 import expansionUsageJson from './expansion-usage.json' with { type: 'json' };
+import preDunningJson from './pre-dunning.json' with { type: 'json' };
 
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
@@ -34,6 +35,7 @@ export const activation = checked('activation.json', activationJson);
 export const onboarding = checked('onboarding.json', onboardingJson);
 export const expansion = checked('expansion.json', expansionJson);
 export const expansionUsage = checked('expansion-usage.json', expansionUsageJson);
+export const preDunning = checked('pre-dunning.json', preDunningJson);
 
 export const builtinDefinitions: readonly WorkflowDefinition[] = [
   billingRecovery,
@@ -42,6 +44,7 @@ export const builtinDefinitions: readonly WorkflowDefinition[] = [
   onboarding,
   expansion,
   expansionUsage,
+  preDunning,
 ];
 
 export function builtinDefinition(key: string): WorkflowDefinition | undefined {
