@@ -34,7 +34,9 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   const workload = chaosWorkload(20, 11, Math.floor(Date.now() / 1000) - 3_600);
   const stats = newStats();
   await deliverPhase(() => svc.url, workload.phases[0]!, stats);
-  await waitSettled(sql, 60_000);
+  const slow = (d: Record<string, number>) => console.log(`not settled yet: ${JSON.stringify(d)}`);
+  const settleMs: number[] = [];
+  settleMs.push(await waitSettled(sql, 60_000, slow));
 
   // Phase 2 (the payment failures) is being delivered when PostgreSQL goes away.
   const delivering = deliverPhase(() => svc.url, workload.phases[1]!, stats, { concurrency: 2 });
@@ -65,11 +67,11 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   await pg.start();
   const restartedAt = performance.now();
   await delivering;
-  await waitSettled(sql, 150_000);
+  await waitSettled(sql, 150_000, slow);
   const recoveredMs = Math.round(performance.now() - restartedAt);
   for (const phase of workload.phases.slice(2)) {
     await deliverPhase(() => svc.url, phase, stats);
-    await waitSettled(sql, 90_000);
+    settleMs.push(await waitSettled(sql, 90_000, slow));
   }
   assert.equal(svc.exit(), null, `the service died: ${svc.stderr.join('').slice(-2000)}`);
   assert.equal((await fetch(`${svc.url}/readyz`)).status, 200, '/readyz ready again');
@@ -102,7 +104,7 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   // Quiet logs: background lines (no request id) during the outage, bounded.
   const background = outageLogs.filter((l) => !l.reqId);
   const errorsLogged = outageLogs.filter((l) => l.level >= 50);
-  const summary = { outageMs: OUTAGE_MS, deliveries: workload.total, acknowledged: stats.acknowledged.size, refused503: stats.refused.get(503) ?? 0, logLines: outageLogs.length, backgroundLines: background.length, errorLines: errorsLogged.length, emails: sent.length, recoveredMs };
+  const summary = { outageMs: OUTAGE_MS, deliveries: workload.total, acknowledged: stats.acknowledged.size, refused503: stats.refused.get(503) ?? 0, logLines: outageLogs.length, backgroundLines: background.length, errorLines: errorsLogged.length, emails: sent.length, recoveredMs, settleMs };
   t.diagnostic(JSON.stringify(summary));
   const byMessage = new Map<string, number>();
   for (const l of background) byMessage.set(String(l.msg), (byMessage.get(String(l.msg)) ?? 0) + 1);

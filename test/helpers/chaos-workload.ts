@@ -179,13 +179,20 @@ export async function settled(sql: Sql): Promise<{ done: boolean; detail: Record
   return { done: Object.values(detail).every((n) => n === 0), detail };
 }
 
-export async function waitSettled(sql: Sql, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+/** Waits until settled(); returns how long it took (ms). */
+export async function waitSettled(sql: Sql, timeoutMs: number, onSlow?: (detail: Record<string, number>) => void): Promise<number> {
+  const started = Date.now();
+  const deadline = started + timeoutMs;
   let last: Record<string, number> = {};
+  let reported = started;
   while (Date.now() < deadline) {
     try {
       const s = await settled(sql);
-      if (s.done) return;
+      if (s.done) return Date.now() - started;
+      if (onSlow && Date.now() - reported > 10_000) {
+        reported = Date.now();
+        onSlow(s.detail);
+      }
       last = s.detail;
     } catch {
       // the database may be restarting
