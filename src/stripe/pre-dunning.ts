@@ -99,13 +99,16 @@ function checkConditions(db: Queryable, now: Date) {
 export async function firePreDunningChecks(deps: { sql: Sql; clock: Clock }, limit = 500): Promise<number> {
   const now = deps.clock.now();
   return deps.sql.begin(async (tx: Tx) => {
-    const due = await tx<{ check_key: string; customer_id: string; payment_method_id: string; brand: string | null; exp_month: number; exp_year: number; renewal_at: Date; contact_id: number | null }[]>`
-      select p.check_key, p.customer_id, p.payment_method_id, p.brand, p.exp_month, p.exp_year, p.renewal_at, c.contact_id
+    const rows = await tx<{ check_key: string; customer_id: string; payment_method_id: string; brand: string | null; exp_month: number; exp_year: number; renewal_at: Date; contact_id: number | null; superseded: boolean }[]>`
+      select p.check_key, p.customer_id, p.payment_method_id, p.brand, p.exp_month, p.exp_year, p.renewal_at, c.contact_id,
+             -- the customer has another default card by now: nothing to warn about
+             (c.default_payment_method is distinct from p.payment_method_id) as superseded
       from pre_dunning_checks p left join customers c on c.id = p.customer_id
       where p.fired_at is null and p.due_at <= ${now}
       order by p.due_at limit ${limit}
       for update of p skip locked`;
-    if (due.length === 0) return 0;
+    if (rows.length === 0) return 0;
+    const due = rows.filter((r) => !r.superseded);
     const facts: DomainEventInput[] = due.map((d) => ({
       name: 'card.expiring_before_renewal',
       source: 'stripe',
@@ -119,7 +122,7 @@ export async function firePreDunningChecks(deps: { sql: Sql; clock: Clock }, lim
       occurredAt: now,
     }));
     await recordDomainEvents(tx, facts, now);
-    await tx`update pre_dunning_checks set fired_at = ${now} where check_key = any(${due.map((d) => d.check_key)}::text[])`;
-    return due.length;
+    await tx`update pre_dunning_checks set fired_at = ${now} where check_key = any(${rows.map((d) => d.check_key)}::text[])`;
+    return rows.length;
   });
 }
