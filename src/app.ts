@@ -15,6 +15,7 @@ import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.
 import { contactRoutes } from './contacts/routes.ts';
 import { emailRoutes } from './email/routes.ts';
 import { cardUpdateRoutes } from './stripe/card-update-link.ts';
+import { billingStatusRoutes } from './billing/billing-status.ts';
 import type { TemplateCatalog } from './email/template-catalog.ts';
 import { reportRoutes } from './reports/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
@@ -69,6 +70,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (scope) => contactRoutes(scope, deps));
   await app.register(async (scope) => emailRoutes(scope, deps));
   await app.register(async (scope) => cardUpdateRoutes(scope, deps));
+  await app.register(async (scope) => billingStatusRoutes(scope, deps));
   await app.register(async (scope) => reportRoutes(scope, deps));
   await app.register(async (scope) => dashboardRoutes(scope, deps));
   await app.register(async (scope) => deadLetterRoutes(scope, deps));

@@ -28,6 +28,15 @@ export interface Config {
     /** RECOVERY_PAY_ON_CARD_UPDATE=on|off: pay open failed invoices when the card changes (default on; needs STRIPE_SECRET_KEY) */
     payOnCardUpdate: boolean;
   };
+  /** In-product billing status (issue 13): GET /v1/billing-status and /embed/billing-notice.js */
+  billingStatus: {
+    /** BILLING_STATUS_ORIGINS: comma-separated browser origins allowed to call the API with a token (CORS); empty = none */
+    allowedOrigins: string[];
+    /** BILLING_STATUS_TOKEN_TTL: seconds a browser token lives (default 900) */
+    tokenTtlSeconds: number;
+    /** RECOVERY_CANCEL_AFTER_DAYS: days from the first failure until Stripe cancels (match your Stripe retry settings; default 14) */
+    cancelAfterDays: number;
+  };
   writeKey: string | undefined;
   adminToken: string | undefined;
   publicUrl: string;
@@ -158,6 +167,11 @@ export function loadConfig(env: Env = process.env): Config {
     recovery: {
       portalReturnUrl: url(env, 'RECOVERY_PORTAL_RETURN_URL', ['http:', 'https:']),
       payOnCardUpdate: oneOf(env, 'RECOVERY_PAY_ON_CARD_UPDATE', ['on', 'off'] as const, 'on') === 'on',
+    },
+    billingStatus: {
+      allowedOrigins: (str(env, 'BILLING_STATUS_ORIGINS') ?? '').split(',').map((o) => o.trim().replace(/\/$/, '')).filter((o) => o !== ''),
+      tokenTtlSeconds: int(env, 'BILLING_STATUS_TOKEN_TTL', 900, 30, 86_400),
+      cancelAfterDays: int(env, 'RECOVERY_CANCEL_AFTER_DAYS', 14, 1, 365),
     },
     writeKey: secret(env, 'LIFELINE_WRITE_KEY'),
     adminToken: secret(env, 'LIFELINE_ADMIN_TOKEN'),
