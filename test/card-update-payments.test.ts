@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { decideCardUpdatePayment } from '../src/stripe/card-update-payments.ts';
 import { build, type Built } from './helpers/build.ts';
 import { FAKE_STRIPE_KEY, FakeStripeApi, type FakeStripeRequest } from './helpers/fake-stripe-api.ts';
-import { deliver, envelope, invoice } from './helpers/stripe.ts';
+import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
 
 type Obj = Record<string, unknown>;
 const T0 = 1_760_000_000;
@@ -79,10 +79,16 @@ test('card updated → one invoices.pay per open failed invoice, with the new ca
   );
 });
 
-test('a failed invoice is not paid when the change is an attached card that is not the default, or RECOVERY_PAY_ON_CARD_UPDATE=off', async (t) => {
+test('a failed invoice is not paid when the change is an attached card that is not the default, when its subscription was canceled, or with RECOVERY_PAY_ON_CARD_UPDATE=off', async (t) => {
   const { fake, svc } = await setUp(t);
   await customerWithFailedInvoices(svc, 'cus_nd', 1);
   await ok(svc, envelope('payment_method.attached', paymentMethod('pm_spare', 'cus_nd'), { created: T0 + 5000 }));
+  await svc.drain();
+  assert.equal(fake.requestsTo('POST', '/v1/invoices').length, 0);
+  // nor an open invoice of a subscription canceled meanwhile
+  await customerWithFailedInvoices(svc, 'cus_gone', 1);
+  await ok(svc, envelope('customer.subscription.deleted', { ...subscription({ id: 'sub_cus_gone_0', customer: 'cus_gone', status: 'canceled' }) }, { created: T0 + 4000 }));
+  for (const e of cardChangeEvents('cus_gone', 'pm_gone', T0 + 5000)) await ok(svc, e(1));
   await svc.drain();
   assert.equal(fake.requestsTo('POST', '/v1/invoices').length, 0);
 

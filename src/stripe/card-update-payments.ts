@@ -115,7 +115,9 @@ export async function enqueueCardUpdatePayments(db: Queryable, events: readonly 
       as c(customer_id text, pm text, card_key text, brand text, event_id text, type text, created timestamptz, requires_default boolean)
     join invoices i on i.customer_id = c.customer_id and i.status = 'open' and i.attempt_count > 0 and i.amount_remaining > 0
     left join customers cu on cu.id = c.customer_id
-    where not c.requires_default or cu.default_payment_method = c.pm
+    where (not c.requires_default or cu.default_payment_method = c.pm)
+      -- an open invoice of a canceled subscription is not a recovery to collect
+      and not exists (select 1 from subscriptions s where s.id = i.subscription_id and s.status in ('canceled', 'incomplete_expired'))
     on conflict (id) do nothing
     returning id`;
   return rows.length;
