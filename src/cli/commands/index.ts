@@ -3,9 +3,13 @@ import type { Command } from 'commander';
 import { registerSetupStripe } from './setup-stripe.ts';
 import { registerBackfill } from './backfill.ts';
 import { registerReplay } from './replay.ts';
+import { registerPreview } from './preview.ts';
+import { registerDoctor } from './doctor.ts';
 
 export function registerCommands(program: Command): void {
   registerSetupStripe(program);
   registerBackfill(program);
   registerReplay(program);
+  registerPreview(program);
+  registerDoctor(program);
 }
