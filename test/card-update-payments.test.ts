@@ -6,7 +6,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { decideCardUpdatePayment } from '../src/stripe/card-update-payments.ts';
-import { build, type Built } from './helpers/build.ts';
+import { ADMIN_TOKEN, build, type Built } from './helpers/build.ts';
 import { FAKE_STRIPE_KEY, FakeStripeApi, type FakeStripeRequest } from './helpers/fake-stripe-api.ts';
 import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
 
@@ -147,4 +147,22 @@ test('the decision is pure: limits per brand, advice, invoice state', () => {
   assert.equal(decideCardUpdatePayment({ enabled: true, invoiceStatus: 'paid', amountRemaining: 0, history: h }).pay, false);
   assert.equal(decideCardUpdatePayment({ enabled: true, invoiceStatus: 'open', amountRemaining: 100, history: { ...h, hardDecline: true } }).pay, false);
   assert.equal(decideCardUpdatePayment({ enabled: false, invoiceStatus: 'open', amountRemaining: 100, history: h }).pay, false);
+});
+
+test('a Stripe 500 on invoices.pay is retried under the same idempotency key (one charge at most); the queue is in the dead-letter API', async (t) => {
+  const { fake, svc } = await setUp(t);
+  await customerWithFailedInvoices(svc, 'cus_500', 1);
+  fake.failNext({ status: 500, path: '/v1/invoices/in_cus_500_0/pay' });
+  for (const e of cardChangeEvents('cus_500', 'pm_500', T0 + 5000)) await ok(svc, e(1));
+  await svc.drain();
+  const pays = fake.requestsTo('POST', '/v1/invoices/in_cus_500_0/pay');
+  assert.equal(pays.length, 2, 'the 500, then the retry');
+  assert.equal(fake.faultsServed.status, 1);
+  assert.ok(pays[0]!.idempotencyKey);
+  assert.equal(pays[1]!.idempotencyKey, pays[0]!.idempotencyKey);
+  const [item] = await svc.sql<{ outcome: string }[]>`select outcome from card_update_payments where invoice_id = 'in_cus_500_0'`;
+  assert.equal(item?.outcome, 'paid');
+  const dead = await svc.app.inject({ method: 'GET', url: '/v1/admin/dead-letters?queue=card-update-payments', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(dead.statusCode, 200, dead.body);
+  assert.deepEqual((dead.json() as { items: unknown[] }).items, []);
 });

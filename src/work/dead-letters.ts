@@ -11,6 +11,7 @@ import { replayDeadMessages } from '../email/sender.ts';
 import { listDeadFacts, listDeadRuns, replayDeadFacts, replayDeadRuns } from '../workflows/engine-dead-letters.ts';
 import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
 import { STRIPE_QUEUE } from '../stripe/event-inbox.ts';
+import { CARD_UPDATE_PAYMENTS_QUEUE } from '../stripe/card-update-payments.ts';
 import { createWorkQueue, type DeadLetter } from './work-queue.ts';
 
 interface DeadQueue {
@@ -30,6 +31,11 @@ function queues(deps: AppDeps): Record<string, DeadQueue> {
   return {
     [STRIPE_QUEUE.name]: inbox(STRIPE_QUEUE),
     [PRODUCT_QUEUE.name]: inbox(PRODUCT_QUEUE),
+    // Pay on card update (src/stripe/card-update-payments.ts): Stripe calls that kept failing.
+    [CARD_UPDATE_PAYMENTS_QUEUE.name]: (() => {
+      const q = createWorkQueue({ sql, clock }, CARD_UPDATE_PAYMENTS_QUEUE);
+      return { list: (limit: number) => q.dead(limit), replay: (ids: string[]) => q.replay(ids) };
+    })(),
     // Emails (src/email/sender.ts): messages in status `dead`.
     messages: {
       list: (limit) => listDeadMessages(sql, limit),
