@@ -17,7 +17,11 @@ import { startStoppablePostgres } from './helpers/stoppable-postgres.ts';
 const OUTAGE_MS = 6_000;
 
 test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /readyz fails, no crash, quiet logs; after restart nothing lost, no email twice', async (t) => {
+  const t0 = performance.now();
+  const stages: Record<string, number> = {};
+  const stamp = (name: string) => (stages[name] = Math.round(performance.now() - t0));
   const pg = await startStoppablePostgres();
+  stamp('postgres');
   t.after(() => pg.destroy());
   const admin = createSql(pg.url, { max: 1 });
   await admin.unsafe('create database lifeline');
@@ -28,6 +32,7 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   const svc = serviceProcess({ databaseUrl, resendUrl: fake.url });
   t.after(() => svc.kill9());
   await svc.start();
+  stamp('service');
   const sql = createSql(databaseUrl, { max: 2 });
   t.after(() => sql.end({ timeout: 1 }));
 
@@ -38,6 +43,7 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   const settleMs: number[] = [];
   settleMs.push(await waitSettled(sql, 60_000, slow));
 
+  stamp('phase1');
   // Phase 2 (the payment failures) is being delivered when PostgreSQL goes away.
   const delivering = deliverPhase(() => svc.url, workload.phases[1]!, stats, { concurrency: 2 });
   await sleep(150);
@@ -64,6 +70,7 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   await sleep(OUTAGE_MS - 500);
   assert.equal(svc.exit(), null, `the service died during the outage: ${svc.stderr.join('').slice(-2000)}`);
   const outageLogs = svc.logs.slice(outageStartedAt);
+  stamp('outage');
   await pg.start();
   const restartedAt = performance.now();
   await delivering;
@@ -73,6 +80,7 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
     await deliverPhase(() => svc.url, phase, stats);
     settleMs.push(await waitSettled(sql, 90_000, slow));
   }
+  stamp('rest');
   assert.equal(svc.exit(), null, `the service died: ${svc.stderr.join('').slice(-2000)}`);
   assert.equal((await fetch(`${svc.url}/readyz`)).status, 200, '/readyz ready again');
 
@@ -104,7 +112,7 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   // Quiet logs: background lines (no request id) during the outage, bounded.
   const background = outageLogs.filter((l) => !l.reqId);
   const errorsLogged = outageLogs.filter((l) => l.level >= 50);
-  const summary = { outageMs: OUTAGE_MS, deliveries: workload.total, acknowledged: stats.acknowledged.size, refused503: stats.refused.get(503) ?? 0, logLines: outageLogs.length, backgroundLines: background.length, errorLines: errorsLogged.length, emails: sent.length, recoveredMs, settleMs };
+  const summary = { outageMs: OUTAGE_MS, deliveries: workload.total, acknowledged: stats.acknowledged.size, refused503: stats.refused.get(503) ?? 0, logLines: outageLogs.length, backgroundLines: background.length, errorLines: errorsLogged.length, emails: sent.length, recoveredMs, settleMs, stages };
   t.diagnostic(JSON.stringify(summary));
   const byMessage = new Map<string, number>();
   for (const l of background) byMessage.set(String(l.msg), (byMessage.get(String(l.msg)) ?? 0) + 1);

@@ -24,6 +24,8 @@ export interface LogLine {
 export interface ServiceProcess {
   url: string;
   port: number;
+  /** pid of the running incarnation (its process group id too) */
+  pid: number | null;
   /** log lines of every incarnation, in order */
   logs: LogLine[];
   /** stderr of every incarnation (should stay empty) */
@@ -48,6 +50,9 @@ export function serviceProcess(options: { databaseUrl: string; resendUrl: string
     },
     get port() {
       return port;
+    },
+    get pid() {
+      return child && !exited ? child.pid ?? null : null;
     },
     logs,
     stderr,
