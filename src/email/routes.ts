@@ -141,6 +141,10 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
         } catch {
           throw new HttpError(400, 'invalid_signature', 'Resend webhook signature verification failed');
         }
+        // A signed `null`, array or scalar (found by fuzzing) is not an event: 400, not a 500.
+        if (typeof event !== 'object' || event === null || Array.isArray(event) || (event.data !== undefined && (typeof event.data !== 'object' || event.data === null))) {
+          throw new HttpError(400, 'invalid_event', 'Signed payload is not a Resend event object');
+        }
         const emailId = event.data?.email_id;
         const type = event.type ?? '';
         if (!emailId || !type.startsWith('email.')) return { received: true, matched: false };

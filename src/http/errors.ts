@@ -64,6 +64,13 @@ export function installErrorHandler(app: FastifyInstance): void {
     if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
       return reply.code(err.statusCode).send({ error: err.code ?? 'bad_request', message: err.message });
     }
+    // PostgreSQL class 22 "data exception" (22021 NUL in text, 22P02 bad text representation,
+    // 22003 out of range, 22007/22008 bad dates...): the request carried a value the database
+    // cannot hold, e.g. /v1/contacts/%00 (found by fuzzing). The client's mistake: 400.
+    if (isPostgresDataException(err)) {
+      request.log.info({ code: (err as { code?: string }).code }, 'request value refused by the database');
+      return reply.code(400).send({ error: 'invalid_input', message: 'A value in the request cannot be stored or searched (NUL byte, malformed text or out-of-range number or date)' });
+    }
     // The database is down or restarting (any route): 503 + retry-after, one warning line, not a
     // 500 with a stack per request.
     if (isDatabaseConnectionError(err)) {
@@ -88,3 +95,9 @@ export const ErrorSchema = {
   },
   required: ['error', 'message'],
 } as const;
+
+function isPostgresDataException(err: unknown): boolean {
+  const e = err as { code?: unknown; severity?: unknown; name?: unknown };
+  // postgres.js errors are PostgresError with `severity`; our own codes never look like 22xxx.
+  return typeof e.code === 'string' && /^22[0-9A-Z]{3}$/.test(e.code) && (e.name === 'PostgresError' || typeof e.severity === 'string');
+}

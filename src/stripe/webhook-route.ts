@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { AppDeps } from '../app-deps.ts';
 import { HttpError, ErrorSchema } from '../http/errors.ts';
 import { storeStripeEvent, type StripeEnvelope } from './event-inbox.ts';
+import { jsonForJsonb, stripeEnvelopeProblem } from './envelope-check.ts';
 
 const AckSchema = {
   type: 'object',
@@ -52,12 +53,15 @@ export async function stripeWebhookRoutes(app: FastifyInstance, deps: AppDeps): 
         request.log.info({ reason: (err as { type?: string }).type ?? 'parse_error' }, 'stripe signature rejected');
         throw new HttpError(400, 'invalid_signature', 'Stripe signature verification failed (wrong secret, modified body or timestamp outside the tolerance)');
       }
-      if (typeof event.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number' || !event.data?.object) {
-        throw new HttpError(400, 'invalid_event', 'Signed payload is not a Stripe event (id, type, created, data.object)');
+      // A signed payload that is not an event can never be stored: retrying it for 3 days helps
+      // no one, so it is a 400 (visible as failed in Stripe's dashboard), never a 503 or a 500.
+      const problem = stripeEnvelopeProblem(event);
+      if (problem) {
+        throw new HttpError(400, 'invalid_event', `Signed payload is not a storable Stripe event: ${problem}`);
       }
       let inserted: boolean;
       try {
-        inserted = await storeStripeEvent(deps.sql, event, raw.toString('utf8'), deps.clock.now());
+        inserted = await storeStripeEvent(deps.sql, event, jsonForJsonb(raw.toString('utf8')), deps.clock.now());
         if (inserted) deps.inboxNotifier?.poke();
       } catch (err) {
         request.log.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code }, eventId: event.id }, 'could not store stripe event');
