@@ -39,9 +39,10 @@ test('card expiring before the renewal: nothing before the notice time, then one
   await customerWithExpiringCard(svc, 'cus_pd_mail');
   await customerWithExpiringCard(svc, 'cus_pd_updater');
   await customerWithExpiringCard(svc, 'cus_pd_newcard');
+  await customerWithExpiringCard(svc, 'cus_pd_canceled');
   await svc.drain();
   const checks = await svc.sql<{ customer_id: string; due_at: Date }[]>`select customer_id, due_at from pre_dunning_checks order by customer_id`;
-  assert.deepEqual(checks.map((c) => [c.customer_id, c.due_at.toISOString()]), [['cus_pd_mail', '2026-03-29T00:00:00.000Z'], ['cus_pd_newcard', '2026-03-29T00:00:00.000Z'], ['cus_pd_updater', '2026-03-29T00:00:00.000Z']]);
+  assert.deepEqual(checks.map((c) => [c.customer_id, c.due_at.toISOString()]), [['cus_pd_canceled', '2026-03-29T00:00:00.000Z'], ['cus_pd_mail', '2026-03-29T00:00:00.000Z'], ['cus_pd_newcard', '2026-03-29T00:00:00.000Z'], ['cus_pd_updater', '2026-03-29T00:00:00.000Z']]);
   assert.equal(transport.sent.filter((e) => e.template === 'pre-dunning-card-expiring').length, 0, 'nothing before the notice time');
 
   // The card network's updater replaces one customer's card (same method, new expiry).
@@ -49,6 +50,10 @@ test('card expiring before the renewal: nothing before the notice time, then one
   await ok(svc, envelope('payment_method.automatically_updated', { id: 'pm_cus_pd_updater', object: 'payment_method', type: 'card', customer: 'cus_pd_updater', card: { brand: 'visa', exp_month: 3, exp_year: 2029, last4: '4242' } }, { created: unix('2026-03-20T00:00:00Z') }));
   // Another customer sets a new default card (valid past the renewal) before the notice time.
   await ok(svc, envelope('customer.updated', { id: 'cus_pd_newcard', object: 'customer', email: 'cus_pd_newcard@acme.test', name: 'Ada', invoice_settings: { default_payment_method: 'pm_fresh' }, metadata: {}, created: unix('2025-01-01T00:00:00Z') }, { created: unix('2026-03-21T00:00:00Z'), previous: { invoice_settings: { default_payment_method: 'pm_cus_pd_newcard' } } }));
+  // And one cancels the subscription: no renewal to warn about.
+  const canceled = subscription({ id: 'sub_cus_pd_canceled', customer: 'cus_pd_canceled', status: 'canceled' }) as { items: { data: { current_period_end: number }[] } };
+  canceled.items.data[0]!.current_period_end = unix(RENEWAL);
+  await ok(svc, envelope('customer.subscription.deleted', canceled as unknown as Record<string, unknown>, { created: unix('2026-03-22T00:00:00Z') }));
   await svc.drain();
 
   clock.set('2026-03-29T12:00:00Z');
@@ -63,7 +68,7 @@ test('card expiring before the renewal: nothing before the notice time, then one
     select c.email, r.status from workflow_runs r join contacts c on c.id = r.contact_id where r.workflow_key = 'pre-dunning' order by c.email`;
   assert.deepEqual(runs.map((r) => r.email), ['cus_pd_mail@acme.test', 'cus_pd_updater@acme.test']);
   assert.notEqual(runs[1]!.status, 'active', 'the card updater case ended without emailing');
-  // the customer who changed the card got no run at all (the check was superseded)
+  // the customers who changed the card or canceled got no run at all (their checks were superseded)
 
   // The emailed link opens the update-card route for that customer (no Stripe key here: the fallback page).
   const tracked = mails[0]!.html.match(/href="([^"]+\/r\/[^"]+)"/)![1]!;

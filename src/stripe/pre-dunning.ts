@@ -102,7 +102,12 @@ export async function firePreDunningChecks(deps: { sql: Sql; clock: Clock }, lim
     const rows = await tx<{ check_key: string; customer_id: string; payment_method_id: string; brand: string | null; exp_month: number; exp_year: number; renewal_at: Date; contact_id: number | null; superseded: boolean }[]>`
       select p.check_key, p.customer_id, p.payment_method_id, p.brand, p.exp_month, p.exp_year, p.renewal_at, c.contact_id,
              -- the customer has another default card by now: nothing to warn about
-             (c.default_payment_method is distinct from p.payment_method_id) as superseded
+             -- or the renewal is no longer coming (canceled, cancelling at period end, or moved)
+             (c.default_payment_method is distinct from p.payment_method_id
+              or not exists (
+                select 1 from subscriptions s
+                where s.customer_id = p.customer_id and s.status in ('active', 'trialing') and not s.cancel_at_period_end
+                  and s.current_period_end = p.renewal_at)) as superseded
       from pre_dunning_checks p left join customers c on c.id = p.customer_id
       where p.fired_at is null and p.due_at <= ${now}
       order by p.due_at limit ${limit}
