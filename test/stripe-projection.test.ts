@@ -179,6 +179,9 @@ test('Stripe facts land on a contact created from the customer email, and a card
   const facts = await svc.sql`select name, contact_id from domain_events order by occurred_at, id`;
   assert.deepEqual(facts.map((f) => f.name), ['invoice.payment_failed', 'payment_method.updated', 'payment_method.updated']);
   assert.ok(facts.every((f) => f.contact_id === contacts[0]!.id));
+  // The card change's key names the change (customer, card, event time), nothing else.
+  const [keyed] = await svc.sql`select dedupe_key from domain_events where name = 'payment_method.updated' and dedupe_key like '%pm_new%'`;
+  assert.equal(keyed!.dedupe_key, `payment_method.updated:cus_1234:pm_new:${T + 10}`);
   const [cust] = await svc.sql`select contact_id, default_payment_method from customers where id = 'cus_1234'`;
   assert.equal(cust!.contact_id, contacts[0]!.id);
   assert.equal(cust!.default_payment_method, 'pm_new');

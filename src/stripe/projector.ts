@@ -333,7 +333,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
             build: () => [
               fact({
                 name: 'payment_method.updated',
-                dedupe_key: `.execute()payment_method.updated:${c.id}:${pm}:${event.created}`,
+                dedupe_key: `payment_method.updated:${c.id}:${pm}:${event.created}`,
                 cid: c.id,
                 subject_id: pm,
                 properties: { customerId: c.id, paymentMethodId: pm, via: 'customer.updated' },
