@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { AppDeps } from '../app-deps.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
+import { eraseContact, exportContact, findContact } from './data-rights.ts';
 
 export async function contactRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.addHook('onRequest', async (request) => {
@@ -65,6 +66,50 @@ export async function contactRoutes(app: FastifyInstance, deps: AppDeps): Promis
         messages,
         recentEvents: recent,
       };
+    },
+  );
+
+  // Data rights (README "Data rights (GDPR)"): the export and the erasure of one person.
+  const idParams = { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 256 } }, required: ['id'] } as const;
+  async function contactFor(id: string) {
+    // PostgreSQL refuses NUL in text: such an id names no contact.
+    const contact = id.includes('\u0000') ? undefined : await findContact(deps.sql, id);
+    if (!contact) throw new HttpError(404, 'contact_not_found', 'No such contact');
+    return contact;
+  }
+  app.get(
+    '/v1/contacts/:id/export',
+    {
+      schema: {
+        summary: 'Everything Lifeline holds about one person (GDPR access / portability), as JSON',
+        tags: ['contacts'],
+        security: [{ adminToken: [] }],
+        params: idParams,
+        response: { 404: ErrorSchema },
+      },
+    },
+    async (request, reply) => {
+      const contact = await contactFor((request.params as { id: string }).id);
+      const data = await exportContact(deps.sql, contact);
+      reply.header('content-disposition', `attachment; filename="contact-${contact.id as number}.json"`);
+      return data;
+    },
+  );
+  app.delete(
+    '/v1/contacts/:id',
+    {
+      schema: {
+        summary: 'Erase one person\'s personal data everywhere (GDPR erasure); money figures stay, the address stays suppressed as a hash',
+        tags: ['contacts'],
+        security: [{ adminToken: [] }],
+        params: idParams,
+        response: { 404: ErrorSchema },
+      },
+    },
+    async (request) => {
+      const contact = await contactFor((request.params as { id: string }).id);
+      const result = await eraseContact(deps.sql, contact, { outboxDir: deps.config.outboxDir, now: deps.clock.now() });
+      return { erased: true, ...result };
     },
   );
 }

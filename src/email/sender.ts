@@ -40,6 +40,7 @@
 // batch and its members are `dead` (status_reason says why, a `dead` message event) instead of
 // looping. A loose message claimed `maxAttempts` times without reaching a batch (its sender died
 // each time) is dead too. `replayDeadMessages` puts dead messages back in the queue.
+import { erasedAddressKey } from '../contacts/data-rights.ts';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
@@ -566,6 +567,11 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     const suppressions = new Map(
       (await sql<{ email: string; scope: string }[]>`select email, scope from suppressions where email = any(${addresses}::text[])`).map((r) => [r.email, r.scope]),
     );
+    // An erased person's addresses are kept only as hashes (src/contacts/data-rights.ts): never mail them again.
+    const erased = new Set(
+      (await sql<{ email: string }[]>`select email from suppressions where email = any(${addresses.map(erasedAddressKey)}::text[])`).map((r) => r.email),
+    );
+    for (const a of addresses) if (erased.has(erasedAddressKey(a))) suppressions.set(a, 'all');
     for (const row of rows) {
       if (row.attempts > policy.maxAttempts) {
         early.push({ id: row.id, status: 'dead', reason: `claimed ${row.attempts} times without reaching the provider (the sender stopped each time)` });
