@@ -7,12 +7,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createSql, withDatabase } from '../src/db/connection.ts';
-import { chaosWorkload, deliverPhase, newStats, outcome, waitSettled } from './helpers/chaos-workload.ts';
-import { startFakeResend } from './helpers/fake-resend.ts';
-import { postProduct, postResendWebhook, postStripe, serviceProcess } from './helpers/service-process.ts';
-import { envelope, invoice } from './helpers/stripe.ts';
-import { startStoppablePostgres } from './helpers/stoppable-postgres.ts';
+import { createSql, withDatabase } from '../../src/db/connection.ts';
+import { chaosWorkload, deliverPhase, newStats, outcome, waitSettled } from '../helpers/chaos-workload.ts';
+import { startFakeResend } from '../helpers/fake-resend.ts';
+import { postProduct, postResendWebhook, postStripe, serviceProcess } from '../helpers/service-process.ts';
+import { envelope, invoice } from '../helpers/stripe.ts';
+import { startStoppablePostgres } from '../helpers/stoppable-postgres.ts';
 
 const OUTAGE_MS = 6_000;
 
@@ -48,6 +48,7 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   const delivering = deliverPhase(() => svc.url, workload.phases[1]!, stats, { concurrency: 2 });
   await sleep(150);
   await pg.stop();
+  stamp('stopped');
   const outageStartedAt = svc.logs.length;
   await sleep(500);
 
@@ -55,16 +56,20 @@ test('a PostgreSQL outage mid-run: 503 + retry-after on every ingest route, /rea
   const stripeProbe = await postStripe(svc.url, envelope('invoice.payment_failed', invoice({ id: 'in_probe', customer: 'cus_probe' }), { id: 'evt_outage_probe' }));
   assert.equal(stripeProbe.status, 503, await stripeProbe.text());
   assert.ok(Number(stripeProbe.headers.get('retry-after')) > 0, 'Stripe webhook: retry-after');
+  stamp('stripeProbe');
   const eventsProbe = await postProduct(svc.url, '/v1/track', { userId: 'probe', event: 'Probe', messageId: 'msg_outage_probe' });
   assert.equal(eventsProbe.status, 503, await eventsProbe.text());
   assert.ok(Number(eventsProbe.headers.get('retry-after')) > 0, 'events API: retry-after');
   const batchProbe = await postProduct(svc.url, '/v1/batch', { batch: [{ type: 'track', userId: 'probe', event: 'Probe', messageId: 'msg_outage_probe_2' }] });
   assert.equal(batchProbe.status, 503, await batchProbe.text());
+  stamp('eventProbes');
   const resendProbe = await postResendWebhook(svc.url, { type: 'email.delivered', created_at: new Date().toISOString(), data: { email_id: 'em_probe' } }, 'msg_resend_probe');
   assert.equal(resendProbe.status, 503, `Resend webhook during the outage: ${resendProbe.status} ${await resendProbe.text()}`);
   assert.ok(Number(resendProbe.headers.get('retry-after')) > 0, 'Resend webhook: retry-after');
+  stamp('resendProbe');
   const ready = await fetch(`${svc.url}/readyz`);
   assert.equal(ready.status, 503, '/readyz fails while the database is down');
+  stamp('readyz');
   assert.equal((await fetch(`${svc.url}/healthz`)).status, 200, '/healthz: the process is up');
 
   await sleep(OUTAGE_MS - 500);
