@@ -20,6 +20,7 @@ import type { TemplateCatalog } from './email/template-catalog.ts';
 import { reportRoutes } from './reports/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { deadLetterRoutes } from './work/dead-letters.ts';
+import { auditRoutes } from './admin/audit-log.ts';
 import type { AppDeps } from './app-deps.ts';
 
 export type { AppDeps };
@@ -74,6 +75,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(async (scope) => reportRoutes(scope, deps));
   await app.register(async (scope) => dashboardRoutes(scope, deps));
   await app.register(async (scope) => deadLetterRoutes(scope, deps));
+  await app.register(async (scope) => auditRoutes(scope, deps));
 
   return app;
 }

@@ -5,6 +5,7 @@ import type { AppDeps } from '../app-deps.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { eraseContact, exportContact, findContact } from './data-rights.ts';
+import { adminActor, recordAudit } from '../admin/audit-log.ts';
 
 export async function contactRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.addHook('onRequest', async (request) => {
@@ -91,6 +92,7 @@ export async function contactRoutes(app: FastifyInstance, deps: AppDeps): Promis
     async (request, reply) => {
       const contact = await contactFor((request.params as { id: string }).id);
       const data = await exportContact(deps.sql, contact);
+      await recordAudit(deps.sql, { at: deps.clock.now(), actor: adminActor(request), action: 'contact.exported', target: String(contact.id) });
       reply.header('content-disposition', `attachment; filename="contact-${contact.id as number}.json"`);
       return data;
     },
@@ -109,6 +111,11 @@ export async function contactRoutes(app: FastifyInstance, deps: AppDeps): Promis
     async (request) => {
       const contact = await contactFor((request.params as { id: string }).id);
       const result = await eraseContact(deps.sql, contact, { outboxDir: deps.config.outboxDir, now: deps.clock.now() });
+      // The diff names counts only: the audit log must not become a copy of what was erased.
+      await recordAudit(deps.sql, {
+        at: deps.clock.now(), actor: adminActor(request), action: 'contact.erased', target: String(contact.id),
+        diff: { addressesSuppressed: result.addressesSuppressed, rowsScrubbed: result.rowsScrubbed, outboxFilesDeleted: result.outboxFilesDeleted },
+      });
       return { erased: true, ...result };
     },
   );

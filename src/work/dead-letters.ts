@@ -8,6 +8,7 @@ import type { Queryable } from '../db/connection.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { replayDeadMessages } from '../email/sender.ts';
+import { adminActor, recordAudit } from '../admin/audit-log.ts';
 import { listDeadFacts, listDeadRuns, replayDeadFacts, replayDeadRuns } from '../workflows/engine-dead-letters.ts';
 import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
 import { STRIPE_QUEUE } from '../stripe/event-inbox.ts';
@@ -141,6 +142,9 @@ export async function deadLetterRoutes(app: FastifyInstance, deps: AppDeps): Pro
     async (request) => {
       const body = request.body as { queue: string; ids: string[] };
       const replayed = await queueNamed(body.queue).replay(body.ids);
+      if (replayed.length > 0) {
+        await recordAudit(deps.sql, { at: deps.clock.now(), actor: adminActor(request), action: 'dead_letter.replayed', target: body.queue, diff: { replayed } });
+      }
       return { queue: body.queue, replayed };
     },
   );

@@ -16,6 +16,7 @@ import type { TemplateLookup } from './publish-contracts.ts';
 import { resolveSimulationPolicy, simulate } from './simulate.ts';
 import type { EventFact, WorkflowDefinition } from './types.ts';
 import { getWorkflow, listWorkflows, putWorkflow, setPaused } from './workflow-store.ts';
+import { adminActor, recordAudit } from '../admin/audit-log.ts';
 
 type Json = Record<string, unknown>;
 
@@ -58,12 +59,11 @@ export const InvalidDefinitionSchema = {
       type: 'array',
       items: { type: 'object', properties: { path: { type: 'string' }, message: { type: 'string' } }, required: ['path', 'message'] },
     },
-    details: {
-      type: 'array',
-      items: { type: 'object', properties: { path: { type: 'string' }, message: { type: 'string' } }, required: ['path', 'message'] },
-    },
+    // Any shape: the same 400 also carries invalid_json / validation_failed from the generic
+    // error handler, and a schema that requires `errors` made those a 500 (found by fuzzing).
+    details: {},
   },
-  required: ['error', 'message', 'errors'],
+  required: ['error', 'message'],
 } as const;
 
 /** Problems listed in the message; the errors array always has all of them. */
@@ -177,7 +177,15 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
       const { key } = request.params as { key: string };
       const checked = checkDefinition(request.body, key, templates());
       if (!checked.ok) return invalidDefinition(reply, checked.errors);
+      const previous = await getWorkflow(deps.sql, key);
       const { version, created } = await putWorkflow(deps.sql, checked.definition, deps.clock.now());
+      const before = (previous?.definition ?? {}) as Record<string, unknown>;
+      const after = checked.definition as unknown as Record<string, unknown>;
+      const changed = [...new Set([...Object.keys(before), ...Object.keys(after)])].filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+      await recordAudit(deps.sql, {
+        at: deps.clock.now(), actor: adminActor(request), action: 'workflow.published', target: key,
+        diff: { version: { from: previous?.version ?? null, to: version }, changed },
+      });
       return reply.code(created ? 201 : 200).send({ key, version, created });
     },
   );
@@ -189,6 +197,10 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
       async (request) => {
         const { key } = request.params as { key: string };
         if (!(await setPaused(deps.sql, key, paused, deps.clock.now()))) throw new HttpError(404, 'workflow_not_found', `No workflow "${key}"`);
+        await recordAudit(deps.sql, {
+          at: deps.clock.now(), actor: adminActor(request), action: paused ? 'workflow.paused' : 'workflow.resumed', target: key,
+          diff: { paused: { to: paused } },
+        });
         return { key, paused };
       },
     );
