@@ -28,6 +28,8 @@ export interface Config {
     /** RECOVERY_PAY_ON_CARD_UPDATE=on|off: pay open failed invoices when the card changes (default on; needs STRIPE_SECRET_KEY) */
     payOnCardUpdate: boolean;
   };
+  /** SLACK_WEBHOOK_URL: Slack incoming webhook for workflow `notify` steps without their own URL (a secret: never logged) */
+  slackWebhookUrl: string | undefined;
   /** In-product billing status (issue 13): GET /v1/billing-status and /embed/billing-notice.js */
   billingStatus: {
     /** BILLING_STATUS_ORIGINS: comma-separated browser origins allowed to call the API with a token (CORS); empty = none */
@@ -168,6 +170,7 @@ export function loadConfig(env: Env = process.env): Config {
       portalReturnUrl: url(env, 'RECOVERY_PORTAL_RETURN_URL', ['http:', 'https:']),
       payOnCardUpdate: oneOf(env, 'RECOVERY_PAY_ON_CARD_UPDATE', ['on', 'off'] as const, 'on') === 'on',
     },
+    slackWebhookUrl: url(env, 'SLACK_WEBHOOK_URL', ['https:', 'http:']),
     billingStatus: {
       allowedOrigins: (str(env, 'BILLING_STATUS_ORIGINS') ?? '').split(',').map((o) => o.trim().replace(/\/$/, '')).filter((o) => o !== ''),
       tokenTtlSeconds: int(env, 'BILLING_STATUS_TOKEN_TTL', 900, 30, 86_400),

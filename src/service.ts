@@ -23,6 +23,7 @@ import { createEmailSender, type EmailSender } from './email/sender.ts';
 import { createLogTransport, createResendTransport, type EmailTransport } from './email/transport.ts';
 import { stripeClientFromConfig } from './stripe/client.ts';
 import { createCardUpdatePayer } from './stripe/card-update-payments.ts';
+import { createSlackNotifier, type SlackNotifier } from './notify/slack-notifier.ts';
 import { firePreDunningChecks } from './stripe/pre-dunning.ts';
 import { createBackgroundLoop } from './work/background-loop.ts';
 
@@ -40,6 +41,8 @@ export interface Service {
   clock: Clock;
   /** HMAC secret for webhooks and email tokens */
   secret: string;
+  /** Slack alerts of workflow notify steps (a work queue) */
+  slack: SlackNotifier;
   /** Process everything pending (inbox, timeline, due timers) directly; for tests and tools. */
   drain(): Promise<void>;
   /** Shutdown in phases: stop taking requests, finish in-flight work, stop jobs, close pools, stop the database. */
@@ -87,6 +90,8 @@ export async function startService(options: {
       ? createBackgroundLoop({ name: 'card-update-payments', sql, logger, pollMs: 5000, run: () => cardUpdatePayer.runOnce() })
       : null;
     const inboxNotifier = createInboxNotifier(sql, logger);
+    const slack = createSlackNotifier({ sql, clock, logger, defaultWebhookUrl: config.slackWebhookUrl });
+    const slackLoop = createBackgroundLoop({ name: 'slack-notifications', sql, logger, pollMs: 2000, run: () => slack.runOnce() });
     const engine = createEngine({ sql, boss, clock, logger, config });
     const transport =
       options.transport ??
@@ -105,6 +110,7 @@ export async function startService(options: {
       if (tasks.has('inbox')) await preDunningLoop.start();
       if (tasks.has('engine')) await engine.start();
       if (tasks.has('email')) await email.start();
+      if (tasks.has('webhooks')) await slackLoop.start();
       if (tasks.has('webhooks')) {
         // notifyPollingIntervalSeconds: retries create no notification; without it pg-boss
         // re-polls a notify-enabled queue only every 30 s.
@@ -129,6 +135,7 @@ export async function startService(options: {
       transport,
       clock,
       secret,
+      slack,
       async drain() {
         for (let i = 0; i < 100; i++) {
           const n = await inbox.drain();
@@ -147,6 +154,7 @@ export async function startService(options: {
         await inbox.stop(); // 2. finish the batch in flight
         if (cardUpdateLoop) await cardUpdateLoop.stop();
         await preDunningLoop.stop();
+        await slackLoop.stop();
         await engine.stop();
         await email.stop();
         await boss.stop({ graceful: true, timeout: 10_000 }); // 3. finish jobs, stop pg-boss

@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { ManualClock } from '../src/clock.ts';
 import { createSlackNotifier } from '../src/notify/slack-notifier.ts';
 import { createLogger } from '../src/logger.ts';
-import { build } from './helpers/build.ts';
+import { ADMIN_TOKEN, build } from './helpers/build.ts';
 import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
 
 interface FakeSlack {
@@ -113,5 +113,67 @@ test('Slack 500 and 429 are retried with backoff; out of attempts → dead lette
   }
   const dead = await notifier.queue.dead(10);
   assert.deepEqual(dead.map((d) => d.id), [`${runId}:b`]);
+  assert.equal(slack.received.length, 1);
+});
+
+test('a notify step in a published definition alerts only above an MRR threshold, once per (run, step), and shows in the trace', async (t) => {
+  const slack = await fakeSlack(t);
+  const clock = new ManualClock('2025-10-16T12:00:00Z');
+  const svc = await build(t, { clock, env: { SLACK_WEBHOOK_URL: slack.url } });
+  const definition = {
+    key: 'big-account-alert',
+    name: 'Alert on big accounts',
+    category: 'transactional',
+    trigger: { type: 'event', event: 'invoice.payment_failed' },
+    entry: { mode: 'once_per_key', key: 'trigger.properties.invoiceId' },
+    steps: [
+      {
+        id: 'big',
+        type: 'branch',
+        branches: [
+          {
+            label: 'MRR at least $1,000',
+            when: { all: [{ path: 'subscription.currency', op: 'eq', value: 'usd' }, { path: 'subscription.mrr', op: 'gte', value: 100_000 }] },
+            steps: [{ id: 'alert', type: 'notify', channel: 'slack', text: 'High-value payment failed' }],
+          },
+        ],
+        otherwise: [],
+      },
+    ],
+  };
+  const put = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/big-account-alert', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: definition });
+  assert.equal(put.statusCode, 201, put.body);
+  // an invalid notify step is refused at publish time
+  const bad = await svc.app.inject({
+    method: 'PUT',
+    url: '/v1/workflows/bad-alert',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    payload: { ...definition, key: 'bad-alert', steps: [{ id: 'alert', type: 'notify', channel: 'email', text: '' }] },
+  });
+  assert.equal(bad.statusCode, 400, bad.body);
+
+  for (const [c, amount] of [['cus_big', 250_000], ['cus_small', 2_000]] as const) {
+    const customer = { id: c, object: 'customer', email: `${c}@x.test`, name: c, invoice_settings: { default_payment_method: 'pm_1' }, metadata: {}, created: 1_750_000_000 };
+    for (const [type, object, created] of [
+      ['customer.created', customer, 1_759_000_000],
+      ['customer.subscription.created', subscription({ id: `sub_${c}`, customer: c, unit_amount: amount }), 1_759_000_000],
+      ['invoice.payment_failed', invoice({ id: `in_${c}`, customer: c, subscription: `sub_${c}`, amount_due: amount }), 1_760_400_000],
+      ['invoice.payment_failed', invoice({ id: `in_${c}`, customer: c, subscription: `sub_${c}`, amount_due: amount, attempt_count: 2 }), 1_760_500_000],
+    ] as const) {
+      assert.equal((await deliver(svc.app, envelope(type, object, { created }))).statusCode, 200);
+    }
+  }
+  await svc.drain();
+  assert.equal(await svc.slack.drain(), 1);
+  assert.equal(slack.received.length, 1);
+  const fields = (slack.received[0]!.blocks[1] as { fields: Array<{ text: string }> }).fields.map((f) => f.text);
+  assert.ok(fields.includes('*Customer*\ncus_big'), fields.join(' | '));
+  const [trace] = await svc.sql<{ detail: string }[]>`
+    select t.detail from run_trace t join workflow_runs r on r.id = t.run_id
+    where r.workflow_key = 'big-account-alert' and t.kind = 'notify'`;
+  assert.equal(trace?.detail, 'notify slack: High-value payment failed');
+  clock.advance(60_000);
+  await svc.drain();
+  assert.equal(await svc.slack.drain(), 0);
   assert.equal(slack.received.length, 1);
 });

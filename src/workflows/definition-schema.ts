@@ -139,6 +139,16 @@ function stepVariants(step: TSchema, condition: TSchema) {
       },
       closed,
     ),
+    notify: Type.Object(
+      {
+        id,
+        type: Type.Literal('notify'),
+        channel: Type.Literal('slack'),
+        text: Type.String({ minLength: 1, maxLength: 150 }),
+        webhookUrl: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048 })),
+      },
+      closed,
+    ),
     update_contact: Type.Object(
       { id, type: Type.Literal('update_contact'), traits: Type.Record(Type.String(), Type.Unknown()) },
       closed,

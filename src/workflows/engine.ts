@@ -252,6 +252,14 @@ export function createEngine(deps: EngineDeps): Engine {
         case 'update_contact':
           await tx`update contacts set traits = traits || ${JSON.stringify(action.traits)}::text::jsonb, updated_at = ${now} where id = ${run.contact_id}`;
           break;
+        case 'notify':
+          // Delivered by the slack-notifications work queue (src/notify/slack-notifier.ts); the
+          // key makes a re-run of the step a no-op.
+          await tx`
+            insert into slack_notifications (id, run_id, step_id, webhook_url, text, created)
+            values (${key}, ${run.id}, ${action.stepId}, ${action.webhookUrl}, ${action.text}, ${now})
+            on conflict (id) do nothing`;
+          break;
       }
     }
     // Wake the email sender when this transaction commits (it listens on the outbox channel;

@@ -599,6 +599,11 @@ function runFrom(execution: Execution, from: string | null, event: EventFact | n
         cursor = node.next;
         break;
       }
+      case 'notify':
+        execution.actions.push({ type: 'notify', stepId: step.id, channel: step.channel, text: step.text, webhookUrl: step.webhookUrl ?? null });
+        record(execution, 'notify', `notify ${step.channel}: ${step.text}`, { channel: step.channel });
+        cursor = node.next;
+        break;
       case 'update_contact':
         execution.actions.push({ type: 'update_contact', stepId: step.id, traits: step.traits });
         record(execution, 'update_contact', `update contact traits ${Object.keys(step.traits).join(', ')}`, { traits: step.traits });

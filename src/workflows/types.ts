@@ -96,6 +96,8 @@ export type Step =
       subjects?: Record<string, string>;
     }
   | { id: string; type: 'webhook'; url: string; body?: Record<string, unknown> }
+  /** an alert to the team: a Slack incoming webhook (the step's URL, else SLACK_WEBHOOK_URL), delivered by a work queue */
+  | { id: string; type: 'notify'; channel: 'slack'; text: string; webhookUrl?: string }
   | { id: string; type: 'update_contact'; traits: Record<string, unknown> }
   | { id: string; type: 'exit'; reason?: string };
 
@@ -209,6 +211,7 @@ export type Action =
       variant: string | null;
     }
   | { type: 'webhook'; stepId: string; url: string; body: Record<string, unknown> }
+  | { type: 'notify'; stepId: string; channel: 'slack'; text: string; webhookUrl: string | null }
   | { type: 'update_contact'; stepId: string; traits: Record<string, unknown> };
 
 export interface TraceEntry {
@@ -216,7 +219,7 @@ export interface TraceEntry {
   stepId: string | null;
   kind:
     | 'entered' | 'step' | 'wait' | 'woke' | 'timeout' | 'event_matched' | 'branch' | 'split'
-    | 'send' | 'send_held' | 'send_skipped' | 'webhook' | 'update_contact'
+    | 'send' | 'send_held' | 'send_skipped' | 'webhook' | 'notify' | 'update_contact'
     | 'goal' | 'exit' | 'completed' | 'ignored';
   detail: string;
   data?: Record<string, unknown>;
