@@ -187,14 +187,17 @@ test('Resend webhooks: bad signature 400; delivered, hard bounce and complaint u
   assert.deepEqual(log.json().timeline.map((e: { status: string }) => e.status), ['queued', 'sent', 'delivered', 'bounced']);
 });
 
-test('the tracked link records the click against message and run, then lands on the invoice', async (t) => {
+test('the tracked link records the click against message and run, then lands on the update-card link (which, without a Stripe key, offers the invoice)', async (t) => {
   const { svc, fake } = await setup(t);
   await failInvoice(svc, 'c', 'click@acme.test');
   await svc.drain();
   const href = /href="(https:\/\/lifeline\.example\.com\/r\/[^"]+)"/.exec(fake.accepted[0]!.html)![1]!;
   const res = await svc.app.inject({ method: 'GET', url: new URL(href.replaceAll('&amp;', '&')).pathname });
   assert.equal(res.statusCode, 302);
-  assert.equal(res.headers.location, 'https://invoice.stripe.com/i/in_c');
+  assert.match(String(res.headers.location), /^https:\/\/lifeline\.example\.com\/billing\/update\/[^/]+$/);
+  const landing = await svc.app.inject({ method: 'GET', url: new URL(String(res.headers.location)).pathname });
+  assert.equal(landing.statusCode, 200);
+  assert.match(landing.body, /https:\/\/invoice\.stripe\.com\/i\/in_c/);
   const [m] = await svc.sql`select clicked_at, run_id from messages`;
   assert.ok(m!.clicked_at);
   const [fact] = await svc.sql`select name, properties from domain_events where name = 'email.clicked'`;
