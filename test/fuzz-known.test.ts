@@ -91,3 +91,14 @@ test('a NUL byte in a path id is 400, not a PostgreSQL 22021 error', async (t) =
     assert.match(res.json().error, /^invalid_(input|parameter)$/);
   }
 });
+
+test('PUT /v1/workflows/:key with an empty JSON body is 400 invalid_json, not a 500 from response serialization', async (t) => {
+  const svc = await build(t);
+  // Shrunk counter-example of fuzz-routes: the route's 400 schema required `errors`.
+  const res = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(res.statusCode, 400, res.body);
+  assert.equal(typeof res.json().error, 'string');
+  const notJson = await svc.app.inject({ method: 'PUT', url: '/v1/workflows/w1', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` }, payload: '{' });
+  assert.equal(notJson.statusCode, 400, notJson.body);
+  assert.equal(notJson.json().error, 'invalid_json');
+});

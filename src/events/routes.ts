@@ -183,6 +183,10 @@ function byteLength(value: unknown): number {
 }
 
 export async function productEventRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  // Browser analytics libraries (sendBeacon, Segment's analytics.js) post JSON as text/plain to
+  // avoid a CORS preflight: parse it as JSON here (this scope only), same limits and errors.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser('text/plain', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
   const authenticate = async (request: FastifyRequest) => {
     requireKey(request, deps.config.writeKey, 'LIFELINE_WRITE_KEY', 'The events API');
   };
