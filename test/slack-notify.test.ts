@@ -113,6 +113,10 @@ test('Slack 500 and 429 are retried with backoff; out of attempts → dead lette
   }
   const dead = await notifier.queue.dead(10);
   assert.deepEqual(dead.map((d) => d.id), [`${runId}:b`]);
+  const listed = await svc.app.inject({ method: 'GET', url: '/v1/admin/dead-letters?queue=slack-notifications', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(listed.statusCode, 200, listed.body);
+  assert.match(listed.body, new RegExp(`"${runId}:b"`));
+  assert.doesNotMatch(listed.body, /services\/T000/, 'the webhook URL (a secret) is not shown');
   assert.equal(slack.received.length, 1);
 });
 

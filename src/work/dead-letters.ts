@@ -13,6 +13,7 @@ import { listDeadFacts, listDeadRuns, replayDeadFacts, replayDeadRuns } from '..
 import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
 import { STRIPE_QUEUE } from '../stripe/event-inbox.ts';
 import { CARD_UPDATE_PAYMENTS_QUEUE } from '../stripe/card-update-payments.ts';
+import { SLACK_NOTIFICATIONS_QUEUE } from '../notify/slack-notifier.ts';
 import { createWorkQueue, type DeadLetter } from './work-queue.ts';
 
 interface DeadQueue {
@@ -35,6 +36,11 @@ function queues(deps: AppDeps): Record<string, DeadQueue> {
     // Pay on card update (src/stripe/card-update-payments.ts): Stripe calls that kept failing.
     [CARD_UPDATE_PAYMENTS_QUEUE.name]: (() => {
       const q = createWorkQueue({ sql, clock }, CARD_UPDATE_PAYMENTS_QUEUE);
+      return { list: (limit: number) => q.dead(limit), replay: (ids: string[]) => q.replay(ids) };
+    })(),
+    // Slack alerts (src/notify/slack-notifier.ts): alerts Slack kept refusing.
+    [SLACK_NOTIFICATIONS_QUEUE.name]: (() => {
+      const q = createWorkQueue({ sql, clock }, SLACK_NOTIFICATIONS_QUEUE);
       return { list: (limit: number) => q.dead(limit), replay: (ids: string[]) => q.replay(ids) };
     })(),
     // Emails (src/email/sender.ts): messages in status `dead`.
