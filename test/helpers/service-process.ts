@@ -101,17 +101,20 @@ export function serviceProcess(options: { databaseUrl: string; resendUrl: string
       });
       c.stderr!.on('data', (d) => stderr.push(String(d)));
       const deadline = Date.now() + 60_000;
+      let lastReady = 'no answer';
       while (Date.now() < deadline) {
         if (exited) throw new Error(`lifeline exited during start-up (${JSON.stringify(exited)}): ${stderr.join('').slice(-2000)}`);
         try {
           const res = await fetch(`${self.url}/readyz`);
           if (res.status === 200) return;
+          lastReady = `${res.status} ${await res.text()}`;
         } catch {
           // not listening yet
         }
         await sleep(100);
       }
-      throw new Error('lifeline did not become ready within 60 s');
+      const lastLines = logs.slice(-12).map((l) => `${l.level} ${l.msg ?? ''} ${l.err ? JSON.stringify(l.err).slice(0, 300) : ''}`);
+      throw new Error(`lifeline did not become ready within 60 s (/readyz: ${lastReady}); its last log lines:\n${lastLines.join('\n')}\nstderr: ${stderr.join('').slice(-1000)}`);
     },
     async kill9() {
       if (!child || exited) return;
