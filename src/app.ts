@@ -21,6 +21,7 @@ import { reportRoutes } from './reports/routes.ts';
 import { dashboardRoutes } from './dashboard/routes.ts';
 import { deadLetterRoutes } from './work/dead-letters.ts';
 import { auditRoutes } from './admin/audit-log.ts';
+import { installMetrics } from './observability/metrics.ts';
 import type { AppDeps } from './app-deps.ts';
 
 export type { AppDeps };
@@ -63,6 +64,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  // Before every route plugin: its onResponse hook counts the requests of all of them.
+  installMetrics(app, deps);
 
   await app.register(healthRoutes, deps);
   await app.register(async (scope) => stripeWebhookRoutes(scope, deps));

@@ -41,6 +41,13 @@ export interface Config {
   };
   writeKey: string | undefined;
   adminToken: string | undefined;
+  /**
+   * every accepted admin token: LIFELINE_ADMIN_TOKENS (comma-separated, for rotation: add the new
+   * one, move clients, remove the old) plus LIFELINE_ADMIN_TOKEN; `adminToken` is the first
+   */
+  adminTokens: string[];
+  /** a scrape-only credential for GET /metrics (the admin token works too) */
+  metricsToken: string | undefined;
   publicUrl: string;
   role: Role;
   /** the background tasks this process runs when its role includes the worker */
@@ -143,6 +150,12 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
   return raw;
 }
 
+function adminTokenList(env: Env): string[] {
+  const listed = (str(env, 'LIFELINE_ADMIN_TOKENS') ?? '').split(',').map((t) => t.trim()).filter((t) => t !== '');
+  const single = secret(env, 'LIFELINE_ADMIN_TOKEN');
+  return [...new Set(single ? [single, ...listed] : listed)];
+}
+
 function secret(env: Env, name: string, prefix?: string): string | undefined {
   const raw = str(env, name);
   if (raw === undefined) return undefined;
@@ -177,7 +190,9 @@ export function loadConfig(env: Env = process.env): Config {
       cancelAfterDays: int(env, 'RECOVERY_CANCEL_AFTER_DAYS', 14, 1, 365),
     },
     writeKey: secret(env, 'LIFELINE_WRITE_KEY'),
-    adminToken: secret(env, 'LIFELINE_ADMIN_TOKEN'),
+    adminToken: adminTokenList(env)[0],
+    adminTokens: adminTokenList(env),
+    metricsToken: secret(env, 'METRICS_TOKEN'),
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
     role: oneOf(env, 'ROLE', ROLES, 'all'),
     workerTasks: someOf(env, 'WORKER_TASKS', WORKER_TASKS),
