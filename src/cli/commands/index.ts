@@ -5,6 +5,7 @@ import { registerBackfill } from './backfill.ts';
 import { registerReplay } from './replay.ts';
 import { registerPreview } from './preview.ts';
 import { registerDoctor } from './doctor.ts';
+import { registerWorkflows } from './workflows.ts';
 
 export function registerCommands(program: Command): void {
   registerSetupStripe(program);
@@ -12,4 +13,5 @@ export function registerCommands(program: Command): void {
   registerReplay(program);
   registerPreview(program);
   registerDoctor(program);
+  registerWorkflows(program);
 }
