@@ -7,6 +7,7 @@ import type { Clock } from './clock.ts';
 import type { Sql } from './db/connection.ts';
 import type { TemplateCatalog } from './email/template-catalog.ts';
 import type { InboxNotifier } from './worker/inbox-notifier.ts';
+import type { ProviderMetrics } from './observability/provider-metrics.ts';
 
 /** Everything the HTTP layer needs, passed in explicitly (no module-level singletons). */
 export interface AppDeps {
@@ -21,5 +22,7 @@ export interface AppDeps {
   inboxNotifier?: InboxNotifier;
   /** HMAC secret for email tokens (unsubscribe, click links) */
   secret?: string;
+  /** email provider latency and outcomes, shown by GET /metrics */
+  providerMetrics?: ProviderMetrics;
 }
 

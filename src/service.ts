@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { PgBoss } from 'pg-boss';
 import type { Logger } from 'pino';
 import { buildApp } from './app.ts';
+import { createProviderMetrics } from './observability/provider-metrics.ts';
 import { systemClock, type Clock } from './clock.ts';
 import type { Config } from './config.ts';
 import { createSql, type Sql } from './db/connection.ts';
@@ -93,11 +94,13 @@ export async function startService(options: {
     const slack = createSlackNotifier({ sql, clock, logger, defaultWebhookUrl: config.slackWebhookUrl });
     const slackLoop = createBackgroundLoop({ name: 'slack-notifications', sql, logger, pollMs: 2000, run: () => slack.runOnce() });
     const engine = createEngine({ sql, boss, clock, logger, config });
-    const transport =
+    const providerMetrics = createProviderMetrics(clock);
+    const transport = providerMetrics.instrument(
       options.transport ??
-      (config.email.resendApiKey
-        ? createResendTransport({ apiKey: config.email.resendApiKey, baseUrl: config.email.resendBaseUrl, timeoutMs: config.email.requestTimeoutMs })
-        : createLogTransport({ logger, dir: config.outboxDir }));
+        (config.email.resendApiKey
+          ? createResendTransport({ apiKey: config.email.resendApiKey, baseUrl: config.email.resendBaseUrl, timeoutMs: config.email.requestTimeoutMs })
+          : createLogTransport({ logger, dir: config.outboxDir })),
+    );
     if (transport.name === 'log') logger.warn(`RESEND_API_KEY not set: emails are rendered into ${config.outboxDir} and logged, not sent`);
     const email = createEmailSender({ sql, clock, logger, config, templates, transport, secret });
     const worker = config.role !== 'api';
@@ -119,7 +122,7 @@ export async function startService(options: {
         });
       }
     }
-    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss, templates, secret, inboxNotifier }) : null;
+    const app = config.role !== 'worker' ? await buildApp({ config, sql, clock, logger, boss, templates, secret, inboxNotifier, providerMetrics }) : null;
 
     let stopped = false;
     return {

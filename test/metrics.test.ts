@@ -84,3 +84,31 @@ test('/metrics: authenticated, valid exposition format, numbers follow the work'
   const fresh = await scrape(other);
   assert.equal(fresh.get('lifeline_http_requests_total{method="POST",route="/v1/track",status="200"}'), undefined);
 });
+
+test('/metrics: email provider latency and outcomes, 429s counted', async (t) => {
+  const { deliver, envelope, invoice } = await import('./helpers/stripe.ts');
+  let calls = 0;
+  const transport = {
+    name: 'resend' as const,
+    send: async (emails: { id: string }[]) => {
+      calls++;
+      if (calls === 1) return { ok: false as const, status: 429, retryAfterMs: 10, permanent: false, message: 'rate limited' };
+      return { ok: true as const, results: emails.map((e) => ({ providerId: `re_${e.id}` })) };
+    },
+  };
+  const svc = await build(t, { transport, env: { QUIET_HOURS: 'off' } });
+  const T0 = 1_760_000_000;
+  assert.equal((await deliver(svc.app, envelope('customer.created', { id: 'cus_m', object: 'customer', email: 'm@acme.test', name: 'M', metadata: {}, created: T0 - 10 }, { created: T0 - 10 }))).statusCode, 200);
+  assert.equal((await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_m', customer: 'cus_m', next_payment_attempt: T0 + 86_400 }), { created: T0 }))).statusCode, 200);
+  await svc.inbox.drain();
+  for (let i = 0; i < 5 && calls < 2; i++) {
+    await svc.drain();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const s = await scrape(svc);
+  assert.equal(s.get('lifeline_email_provider_requests_total{transport="resend",outcome="429"}'), 1);
+  assert.ok((s.get('lifeline_email_provider_requests_total{transport="resend",outcome="ok"}') ?? 0) >= 1, `calls=${calls}`);
+  assert.equal(s.get('lifeline_email_provider_request_duration_seconds_count{transport="resend"}'), calls);
+  assert.ok((s.get('lifeline_emails{status="sent"}') ?? 0) >= 1, 'emails by status');
+  assert.ok((s.get('lifeline_workflow_runs{workflow="billing-recovery",status="active"}') ?? 0) >= 1, 'runs by workflow and status');
+});

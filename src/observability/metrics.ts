@@ -99,7 +99,8 @@ export function installMetrics(app: FastifyInstance, deps: AppDeps): Registry {
     if (!allowed.some((k) => sameSecret(k, key))) throw new HttpError(401, 'unauthorized', 'Invalid credentials');
     collecting ??= collectFromDatabase().finally(() => (collecting = null));
     await collecting;
-    return reply.header('content-type', registry.contentType).send(await registry.metrics());
+    const provider = deps.providerMetrics ? `\n${await deps.providerMetrics.registry.metrics()}` : '';
+    return reply.header('content-type', registry.contentType).send((await registry.metrics()) + provider);
   });
   return registry;
 }
