@@ -33,7 +33,7 @@ const MAX_LIMIT = 500;
 
 export async function auditRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.addHook('onRequest', async (request) => {
-    requireKey(request, deps.config.adminToken, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
+    requireKey(request, deps.config.adminTokens, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
   });
   app.get(
     '/v1/admin/audit',

@@ -9,7 +9,7 @@ import { adminActor, recordAudit } from '../admin/audit-log.ts';
 
 export async function contactRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.addHook('onRequest', async (request) => {
-    requireKey(request, deps.config.adminToken, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
+    requireKey(request, deps.config.adminTokens, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
   });
 
   app.get(

@@ -189,7 +189,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
 
   // --- Admin: templates and the message log ----------------------------------------------------
   await app.register(async (scope) => {
-    scope.addHook('onRequest', async (request) => requireKey(request, deps.config.adminToken, 'LIFELINE_ADMIN_TOKEN', 'The admin API'));
+    scope.addHook('onRequest', async (request) => requireKey(request, deps.config.adminTokens, 'LIFELINE_ADMIN_TOKEN', 'The admin API'));
     const security = [{ adminToken: [] }];
     const templates = () => {
       if (!deps.templates) throw new HttpError(503, 'templates_unavailable', 'Templates are not loaded');

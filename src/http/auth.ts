@@ -1,11 +1,27 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { HttpError } from './errors.ts';
 
-function same(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
+// Hash both sides, then compare the fixed-length digests in constant time: comparing lengths
+// first (as before) told an attacker the key's length by timing.
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value, 'utf8').digest();
+}
+
+function same(presented: Buffer, expected: string): boolean {
+  return timingSafeEqual(presented, digest(expected));
+}
+
+/** What the audit log records as the actor: the first 12 hex chars of sha256(token), never the token. */
+export function tokenId(token: string): string {
+  return digest(token).toString('hex').slice(0, 12);
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** set when an admin token authenticated the request (see tokenId) */
+    adminTokenId?: string;
+  }
 }
 
 /** The credential a request presents: `Bearer <key>` or HTTP Basic with the key as user name. */
@@ -24,16 +40,25 @@ export function presentedKey(request: FastifyRequest): string | undefined {
   return undefined;
 }
 
-/** Throws the right 401/503 unless the request carries `expected`. */
-export function requireKey(request: FastifyRequest, expected: string | undefined, envName: string, what: string): void {
-  if (!expected) {
+/**
+ * Throws the right 401/503 unless the request carries one of `expected` (several admin tokens
+ * are accepted during a rotation). Every candidate is compared, so the time does not depend on
+ * which one matched. For LIFELINE_ADMIN_TOKEN, sets `request.adminTokenId`.
+ */
+export function requireKey(request: FastifyRequest, expected: string | readonly string[] | undefined, envName: string, what: string): void {
+  const candidates = (typeof expected === 'string' ? [expected] : (expected ?? [])).filter((k) => k !== '');
+  if (candidates.length === 0) {
     throw new HttpError(503, 'not_configured', `${what} is disabled: set ${envName} to enable it`);
   }
   const key = presentedKey(request);
   if (!key) {
     throw new HttpError(401, 'unauthorized', `Missing credentials: send "Authorization: Bearer <${envName}>"`);
   }
-  if (!same(key, expected)) {
+  const presented = digest(key);
+  let matched = false;
+  for (const candidate of candidates) matched = same(presented, candidate) || matched;
+  if (!matched) {
     throw new HttpError(401, 'unauthorized', 'Invalid credentials');
   }
+  if (envName === 'LIFELINE_ADMIN_TOKEN') request.adminTokenId = tokenId(key);
 }

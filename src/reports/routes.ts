@@ -29,7 +29,7 @@ function wantsCsv(request: FastifyRequest, format: unknown): boolean {
 
 export async function reportRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    requireKey(request, deps.config.adminToken, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
+    requireKey(request, deps.config.adminTokens, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
   });
   const security = [{ adminToken: [] }];
 

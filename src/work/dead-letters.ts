@@ -92,7 +92,7 @@ const DeadLetterSchema = {
 
 export async function deadLetterRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    requireKey(request, deps.config.adminToken, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
+    requireKey(request, deps.config.adminTokens, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
   });
   const registry = queues(deps);
   const names = Object.keys(registry);

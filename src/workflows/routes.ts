@@ -125,7 +125,7 @@ const SimulateBody = {
 
 export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   app.addHook('onRequest', async (request: FastifyRequest) => {
-    requireKey(request, deps.config.adminToken, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
+    requireKey(request, deps.config.adminTokens, 'LIFELINE_ADMIN_TOKEN', 'The admin API');
   });
   const security = [{ adminToken: [] }];
   // Publishing checks templates against the catalog; without one nothing can be checked.
