@@ -112,3 +112,14 @@ test('/metrics: email provider latency and outcomes, 429s counted', async (t) =>
   assert.ok((s.get('lifeline_emails{status="sent"}') ?? 0) >= 1, 'emails by status');
   assert.ok((s.get('lifeline_workflow_runs{workflow="billing-recovery",status="active"}') ?? 0) >= 1, 'runs by workflow and status');
 });
+
+test('the Grafana dashboard only queries metrics that /metrics exposes', async (t) => {
+  const { readFile } = await import('node:fs/promises');
+  const dashboard = JSON.parse(await readFile(new URL('../src/observability/grafana-dashboard.json', import.meta.url), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+  const svc = await build(t);
+  const text = (await svc.app.inject({ url: '/metrics', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).body;
+  const exposed = new Set([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap((m) => (m[2] === 'histogram' ? [`${m[1]}_bucket`, `${m[1]}_count`, `${m[1]}_sum`] : [m[1]!])));
+  const used = dashboard.panels.flatMap((p) => p.targets.flatMap((x) => [...x.expr.matchAll(/\b(lifeline_[a-z_]+)/g)].map((m) => m[1]!)));
+  assert.ok(used.length >= 10);
+  for (const name of used) assert.ok(exposed.has(name), `dashboard uses ${name}, which /metrics does not expose`);
+});
