@@ -93,7 +93,7 @@ export function installMetrics(app: FastifyInstance, deps: AppDeps): Registry {
 
   app.get('/metrics', { schema: { summary: 'Prometheus metrics (admin token or METRICS_TOKEN)', tags: ['operations'], security: [{ adminToken: [] }] } }, async (request: FastifyRequest, reply) => {
     const key = presentedKey(request);
-    const allowed = [deps.config.adminToken, deps.config.metricsToken].filter((k): k is string => !!k);
+    const allowed = [...deps.config.adminTokens, deps.config.metricsToken].filter((k): k is string => !!k);
     if (allowed.length === 0) throw new HttpError(503, 'not_configured', 'Metrics are disabled: set METRICS_TOKEN or LIFELINE_ADMIN_TOKEN');
     if (!key) throw new HttpError(401, 'unauthorized', 'Missing credentials: send "Authorization: Bearer <METRICS_TOKEN>"');
     if (!allowed.some((k) => sameSecret(k, key))) throw new HttpError(401, 'unauthorized', 'Invalid credentials');
