@@ -170,7 +170,9 @@ export function loadConfig(env: Env = process.env): Config {
   const port = int(env, 'PORT', 3000, 0, 65535);
   return {
     port,
-    host: str(env, 'HOST') ?? '0.0.0.0',
+    // Loopback unless told otherwise: a development instance is not reachable from the network.
+    // Containers set HOST=0.0.0.0 (the Dockerfile does).
+    host: str(env, 'HOST') ?? '127.0.0.1',
     databaseUrl: url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
     embeddedPg: {
       dataDir: str(env, 'LIFELINE_DATA_DIR') ?? '.lifeline/pgdata',
