@@ -9,6 +9,7 @@ import type { Clock } from './clock.ts';
 import type { Sql } from './db/connection.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health-routes.ts';
+import { installRateLimits } from './http/rate-limits.ts';
 import { stripeWebhookRoutes } from './stripe/webhook-route.ts';
 import { productEventRoutes } from './events/routes.ts';
 import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.ts';
@@ -43,6 +44,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }) as unknown as FastifyInstance;
 
   installErrorHandler(app);
+  await installRateLimits(app, deps.config.rateLimit);
 
   await app.register(swagger, {
     openapi: {

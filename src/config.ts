@@ -46,6 +46,8 @@ export interface Config {
    * one, move clients, remove the old) plus LIFELINE_ADMIN_TOKEN; `adminToken` is the first
    */
   adminTokens: string[];
+  /** @fastify/rate-limit budgets (src/http/rate-limits.ts) */
+  rateLimit: { perMinute: number; anonymousPerMinute: number; loginPerMinute: number };
   /** a scrape-only credential for GET /metrics (the admin token works too) */
   metricsToken: string | undefined;
   publicUrl: string;
@@ -194,6 +196,15 @@ export function loadConfig(env: Env = process.env): Config {
     writeKey: secret(env, 'LIFELINE_WRITE_KEY'),
     adminToken: adminTokenList(env)[0],
     adminTokens: adminTokenList(env),
+    rateLimit: {
+      // Per credential: far above the measured ingest saturation (~2,700 req/s), so only a
+      // runaway client is stopped, never a bench or a backlog flush.
+      perMinute: number(env, 'RATE_LIMIT_PER_MINUTE', 600_000, 1, 100_000_000),
+      // Per address without credentials (unsubscribe, click redirects, token pages).
+      anonymousPerMinute: number(env, 'ANON_RATE_LIMIT_PER_MINUTE', 6_000, 1, 100_000_000),
+      // All login posts per address; failed ones are also throttled by the dashboard itself.
+      loginPerMinute: number(env, 'LOGIN_RATE_LIMIT_PER_MINUTE', 60, 1, 10_000),
+    },
     metricsToken: secret(env, 'METRICS_TOKEN'),
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
     role: oneOf(env, 'ROLE', ROLES, 'all'),
