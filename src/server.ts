@@ -35,14 +35,47 @@ try {
 }
 
 // close-with-grace exits on any uncaught error; a database outage must not (process-errors.ts):
-// error events are ours, signals stay with close-with-grace.
+// error events are ours. Signals are ours too (below): close-with-grace exits at once on a second
+// signal, and one Ctrl-C under `npm start` is two (the terminal signals the whole foreground
+// group, and npm forwards its copy to us as well) — that exit skipped the phased stop.
 const shutdown = closeWithGrace(
-  { delay: 20_000, logger, skip: ['uncaughtException', 'unhandledRejection'] },
+  { delay: 20_000, logger, skip: ['uncaughtException', 'unhandledRejection', 'SIGINT', 'SIGTERM'] },
   async ({ signal }) => {
     logger.info({ signal }, 'shutting down');
     await service.stop();
   },
 );
+/** Copies of the first signal that arrive this soon after it are the same request to stop. */
+const REPEAT_WINDOW_MS = 2_000;
+let firstSignalAt: number | null = null;
+const onStopSignal = (signal: NodeJS.Signals) => {
+  const now = performance.now();
+  if (firstSignalAt === null) {
+    firstSignalAt = now;
+    logger.info({ signal }, 'shutting down');
+    shutdown.uninstall();
+    void service.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+    // The same bound close-with-grace gave the phased stop.
+    setTimeout(() => {
+      logger.error('shutdown took longer than 20 s, exiting');
+      process.exit(1);
+    }, 20_000).unref();
+    return;
+  }
+  if (now - firstSignalAt < REPEAT_WINDOW_MS) return;
+  // A deliberate second request (Ctrl-C again): stop now; the embedded database is still asked
+  // to shut down on the way out (db/embedded.ts).
+  logger.warn({ signal }, 'second stop request: exiting without waiting');
+  process.exit(1);
+};
+process.on('SIGINT', onStopSignal);
+process.on('SIGTERM', onStopSignal);
 // Under `npm start`, npm is our parent: if it dies without passing a signal on (kill -9, a closed
 // terminal), we are re-parented and would run on orphaned, embedded PostgreSQL and all. Only for
 // npm: `nohup`/`setsid` starts are meant to outlive their parent.

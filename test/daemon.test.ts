@@ -122,13 +122,41 @@ test('npm start: SIGINT reaches the service (bounded, no error lines); killing n
   t.after(() => {
     if (alive(pid2)) process.kill(pid2, 'SIGKILL');
   });
+  const postmaster2 = await postmasterPid(env.LIFELINE_DATA_DIR!);
   const t1 = performance.now();
   again.child.kill('SIGINT');
   assert.ok(await waitFor(() => !alive(pid2), STOP_BOUND_MS), 'SIGINT to npm stopped the service');
   t.diagnostic(`npm start SIGINT stop: ${Math.round(performance.now() - t1)} ms`);
   await again.exited;
   assert.deepEqual(errorLines(again.out()), []);
+  assert.ok(await waitFor(() => !alive(postmaster2), STOP_BOUND_MS), 'the embedded PostgreSQL stopped too (no orphan holding the data folder)');
+
+  // Ctrl-C on a terminal under npm start: the whole foreground group gets SIGINT, and npm also
+  // forwards its copy, so the service gets it twice at once. That used to be close-with-grace's
+  // "second SIGINT, exiting" (exit 1, no phased stop, the embedded PostgreSQL left running).
+  const third = run('npm', ['start', '--silent'], env, true);
+  t.after(() => {
+    try {
+      process.kill(-third.child.pid!, 'SIGKILL');
+    } catch {}
+  });
+  assert.ok(await waitFor(() => /listening on/.test(third.out()), 90_000), third.out());
+  const pid3 = await servicePid(env.LIFELINE_DATA_DIR!);
+  const postmaster3 = await postmasterPid(env.LIFELINE_DATA_DIR!);
+  t.after(() => {
+    if (alive(pid3)) process.kill(pid3, 'SIGKILL');
+  });
+  const before = third.out().length;
+  process.kill(-third.child.pid!, 'SIGINT');
+  assert.ok(await waitFor(() => !alive(pid3), STOP_BOUND_MS), 'Ctrl-C under npm start stopped the service');
+  assert.ok(await waitFor(() => !alive(postmaster3), STOP_BOUND_MS), 'and its embedded PostgreSQL');
+  await third.exited;
+  assert.deepEqual(errorLines(third.out().slice(before)), [], 'an orderly stop: no "second SIGINT, exiting"');
 });
+
+async function postmasterPid(dataDir: string): Promise<number> {
+  return Number((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+}
 
 test('Ctrl-C on a terminal (SIGINT to the whole process group): the embedded PostgreSQL is not hit, orderly stop without error lines', async (t) => {
   const env = await tempEnv(t, 3);

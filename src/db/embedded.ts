@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { userInfo } from 'node:os';
@@ -113,10 +113,34 @@ export async function startEmbeddedPostgres(options: {
     throw new Error(`embedded PostgreSQL did not start in ${dataDir} (port ${options.port}): ${String(err)}; run with LOG_LEVEL=debug to see its log`);
   }
   const url = `postgres://postgres:lifeline@127.0.0.1:${options.port}/postgres`;
+  // The database runs in its own process group, so nothing stops it if this process exits
+  // without stop() (a forced exit, a second Ctrl-C): then the next start would find the folder
+  // in use. On the way out, still running → a fast shutdown request to the postmaster.
+  const postmasterPid = readPostmasterPid(dataDir);
+  const stopOnExit = () => {
+    if (postmasterPid !== null && processAlive(postmasterPid)) {
+      try {
+        process.kill(postmasterPid, 'SIGINT');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  process.on('exit', stopOnExit);
   return {
     url,
     stop: async () => {
       await pg.stop();
+      process.removeListener('exit', stopOnExit);
     },
   };
+}
+
+function readPostmasterPid(dataDir: string): number | null {
+  try {
+    const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
 }
