@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import { Resend } from 'resend';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { AppDeps } from '../app-deps.ts';
 import type { Tx } from '../db/connection.ts';
 import { requireKey } from '../http/auth.ts';
@@ -12,20 +12,7 @@ import { recordDomainEvent } from '../timeline/domain-event-store.ts';
 import { recordMessageEvent } from './sender.ts';
 import { sampleData } from './template-samples.ts';
 import { verifyToken } from './tokens.ts';
-
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-
-function page(reply: FastifyReply, status: number, title: string, body: string) {
-  return reply
-    .code(status)
-    .type('text/html; charset=utf-8')
-    .header('cache-control', 'no-store')
-    .send(
-      `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex"><title>${escapeHtml(title)}</title>` +
-        `<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#1f2937}button{font-size:1rem;padding:.6rem 1.2rem;border-radius:.4rem;border:0;background:#4f46e5;color:#fff;cursor:pointer}</style>` +
-        `</head><body><h1>${escapeHtml(title)}</h1>${body}</body></html>`,
-    );
-}
+import { escapeHtml, simplePage } from '../http/simple-page.ts';
 
 type UnsubscribeToken = { e: string | null; c: number | null; m: string };
 type ClickToken = { m: string; u: string };
@@ -44,9 +31,9 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     scope.get('/unsubscribe/:token', { schema: { summary: 'Unsubscribe confirmation page', tags: ['email'], params: tokenParams } }, async (request, reply) => {
       const { token } = request.params as { token: string };
       const payload = verifyToken<UnsubscribeToken>(secret, 'unsubscribe', token);
-      if (!payload) return page(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed. Please use the link from the email.</p>');
+      if (!payload) return simplePage(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed. Please use the link from the email.</p>');
       // GET never unsubscribes: mail scanners follow links. The button POSTs.
-      return page(
+      return simplePage(
         reply,
         200,
         `Unsubscribe from ${deps.config.brand.productName} emails?`,
@@ -58,7 +45,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     scope.post('/unsubscribe/:token', { schema: { summary: 'One-click unsubscribe (RFC 8058)', tags: ['email'], params: tokenParams } }, async (request, reply) => {
       const { token } = request.params as { token: string };
       const payload = verifyToken<UnsubscribeToken>(secret, 'unsubscribe', token);
-      if (!payload || !payload.e) return page(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed.</p>');
+      if (!payload || !payload.e) return simplePage(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed.</p>');
       const now = deps.clock.now();
       await deps.sql.begin(async (tx: Tx) => {
         // Unsubscribing stops marketing and lifecycle mail, never billing notices.
@@ -68,7 +55,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
         await recordMessageEvent(tx, payload.m, 'unsubscribed', now);
       });
       request.log.info({ messageId: payload.m }, 'unsubscribed');
-      return page(reply, 200, "You're unsubscribed", `<p>You will no longer receive product and marketing emails from ${escapeHtml(deps.config.brand.productName)}.</p>`);
+      return simplePage(reply, 200, "You're unsubscribed", `<p>You will no longer receive product and marketing emails from ${escapeHtml(deps.config.brand.productName)}.</p>`);
     });
   });
 
@@ -81,7 +68,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       const payload = verifyToken<ClickToken>(secret, 'click', token);
       // Only URLs we signed are ever redirected to: no open redirect.
       if (!payload || typeof payload.u !== 'string' || !/^https?:\/\//.test(payload.u)) {
-        return page(reply, 400, 'This link is not valid', '<p>The link is incomplete or was changed.</p>');
+        return simplePage(reply, 400, 'This link is not valid', '<p>The link is incomplete or was changed.</p>');
       }
       const now = deps.clock.now();
       try {

@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import type { Queryable, Sql } from '../db/connection.ts';
-import { createWorkQueue, failureText, type QueueSpec, type WorkQueue } from '../work/work-queue.ts';
+import { createWorkQueue, drainBatches, failureText, type QueueSpec, type WorkQueue } from '../work/work-queue.ts';
 
 export const SLACK_NOTIFICATIONS_QUEUE: QueueSpec = {
   name: 'slack-notifications',
@@ -181,14 +181,6 @@ export function createSlackNotifier(deps: {
   return {
     queue,
     runOnce,
-    async drain() {
-      let total = 0;
-      for (let i = 0; i < 1000; i++) {
-        const n = await runOnce();
-        if (n === 0) return total;
-        total += n;
-      }
-      return total;
-    },
+    drain: () => drainBatches(runOnce),
   };
 }

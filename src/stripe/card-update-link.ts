@@ -8,11 +8,12 @@
 // (numeric contact id, Stripe invoice id): nothing readable about the person.
 // Every visit is recorded in card_update_sessions; the recovery ledger attributes a recovery to
 // `portal_update` when the customer's card changed after such a portal session (reports).
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type Stripe from 'stripe';
 import type { AppDeps } from '../app-deps.ts';
 import { signToken, verifyToken } from '../email/tokens.ts';
 import { stripeClientFromConfig } from './client.ts';
+import { escapeHtml, simplePage } from '../http/simple-page.ts';
 
 export const CARD_UPDATE_TOKEN_KIND = 'card-update';
 
@@ -36,20 +37,6 @@ export function customerCardUpdateUrl(publicUrl: string, secret: string, custome
  */
 export function usesCardUpdateLink(template: string): boolean {
   return (template.startsWith('dunning-') && !template.startsWith('dunning-confirm-payment')) || template.startsWith('pre-dunning-');
-}
-
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-
-function page(reply: FastifyReply, status: number, title: string, body: string) {
-  return reply
-    .code(status)
-    .type('text/html; charset=utf-8')
-    .header('cache-control', 'no-store')
-    .send(
-      `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex"><title>${escapeHtml(title)}</title>` +
-        `<style>body{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#1f2937}a.button{display:inline-block;font-size:1rem;padding:.6rem 1.2rem;border-radius:.4rem;background:#4f46e5;color:#fff;text-decoration:none}</style>` +
-        `</head><body><h1>${escapeHtml(title)}</h1>${body}</body></html>`,
-    );
 }
 
 export interface CardUpdateRouteOptions {
@@ -76,7 +63,7 @@ export async function cardUpdateRoutes(app: FastifyInstance, deps: AppDeps, opti
       const { token } = request.params as { token: string };
       const payload = verifyToken<CardUpdateToken>(secret, CARD_UPDATE_TOKEN_KIND, token);
       if (!payload || (typeof payload.i !== 'string' && typeof payload.k !== 'string')) {
-        return page(reply, 400, 'This link is not valid', '<p>The link is incomplete or was changed. Please use the link from the email.</p>');
+        return simplePage(reply, 400, 'This link is not valid', '<p>The link is incomplete or was changed. Please use the link from the email.</p>');
       }
       const contactId = typeof payload.c === 'number' ? payload.c : null;
       let invoice: { customer_id: string; hosted_invoice_url: string | null; status: string } | undefined;
@@ -89,9 +76,9 @@ export async function cardUpdateRoutes(app: FastifyInstance, deps: AppDeps, opti
                 select id as customer_id, null as hosted_invoice_url, 'none' as status from customers where id = ${payload.k!}`;
       } catch (err) {
         request.log.error({ error: (err as Error).message }, 'card-update link: invoice look-up failed');
-        return page(reply, 503, 'Please try again in a moment', '<p>We could not open your billing page just now. Please try the link again in a minute.</p>');
+        return simplePage(reply, 503, 'Please try again in a moment', '<p>We could not open your billing page just now. Please try the link again in a minute.</p>');
       }
-      if (!invoice) return page(reply, 404, 'Invoice not found', '<p>We could not find the invoice this link is about. Please contact us by replying to the email.</p>');
+      if (!invoice) return simplePage(reply, 404, 'Invoice not found', '<p>We could not find the invoice this link is about. Please contact us by replying to the email.</p>');
 
       const record = async (outcome: string, portalSessionId: string | null) => {
         try {
@@ -108,9 +95,9 @@ export async function cardUpdateRoutes(app: FastifyInstance, deps: AppDeps, opti
         await record(outcome, null);
         const hosted = invoice.hosted_invoice_url;
         if (!hosted || !/^https?:\/\//.test(hosted)) {
-          return page(reply, 200, 'Update your payment details', `<p>We could not open the card update page right now. Please sign in to ${escapeHtml(deps.config.brand.productName)} to update your card, or reply to the email and we will help.</p>`);
+          return simplePage(reply, 200, 'Update your payment details', `<p>We could not open the card update page right now. Please sign in to ${escapeHtml(deps.config.brand.productName)} to update your card, or reply to the email and we will help.</p>`);
         }
-        return page(
+        return simplePage(
           reply,
           200,
           'Pay your invoice',

@@ -17,7 +17,7 @@ import type Stripe from 'stripe';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import type { Queryable, Sql, Tx } from '../db/connection.ts';
-import { createWorkQueue, failureText, type QueueSpec, type WorkQueue } from '../work/work-queue.ts';
+import { createWorkQueue, drainBatches, failureText, type QueueSpec, type WorkQueue } from '../work/work-queue.ts';
 import type { StripeEnvelope } from './event-inbox.ts';
 import { classifyDecline, idOf } from './shapes.ts';
 
@@ -272,14 +272,6 @@ export function createCardUpdatePayer(deps: { sql: Sql; clock: Clock; logger: Pi
   return {
     queue,
     runOnce,
-    async drain() {
-      let total = 0;
-      for (let i = 0; i < 1000; i++) {
-        const n = await runOnce();
-        if (n === 0) return total;
-        total += n;
-      }
-      return total;
-    },
+    drain: () => drainBatches(runOnce),
   };
 }

@@ -313,3 +313,14 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     },
   };
 }
+
+/** Run a queue's batches until one finds nothing due (bounded: tests and tools call this). */
+export async function drainBatches(runOnce: () => Promise<number>, maxBatches = 1000): Promise<number> {
+  let total = 0;
+  for (let i = 0; i < maxBatches; i++) {
+    const n = await runOnce();
+    if (n === 0) return total;
+    total += n;
+  }
+  return total;
+}
