@@ -28,6 +28,11 @@ export interface Config {
     /** RECOVERY_PAY_ON_CARD_UPDATE=on|off: pay open failed invoices when the card changes (default on; needs STRIPE_SECRET_KEY) */
     payOnCardUpdate: boolean;
   };
+  /** Pre-dunning (issue 13): expiring cards checked before the renewal */
+  preDunning: {
+    /** PRE_DUNNING_NOTICE_DAYS: days before the renewal the check runs and the email goes out (default 7) */
+    noticeDays: number;
+  };
   /** SLACK_WEBHOOK_URL: Slack incoming webhook for workflow `notify` steps without their own URL (a secret: never logged) */
   slackWebhookUrl: string | undefined;
   /** In-product billing status (issue 13): GET /v1/billing-status and /embed/billing-notice.js */
@@ -186,6 +191,9 @@ export function loadConfig(env: Env = process.env): Config {
     recovery: {
       portalReturnUrl: url(env, 'RECOVERY_PORTAL_RETURN_URL', ['http:', 'https:']),
       payOnCardUpdate: oneOf(env, 'RECOVERY_PAY_ON_CARD_UPDATE', ['on', 'off'] as const, 'on') === 'on',
+    },
+    preDunning: {
+      noticeDays: int(env, 'PRE_DUNNING_NOTICE_DAYS', 7, 1, 60),
     },
     slackWebhookUrl: url(env, 'SLACK_WEBHOOK_URL', ['https:', 'http:']),
     billingStatus: {

@@ -84,7 +84,7 @@ export async function startService(options: {
     const stripeApi = stripeClientFromConfig(config);
     const cardUpdatePayer =
       stripeApi && config.recovery.payOnCardUpdate ? createCardUpdatePayer({ sql, clock, logger, stripe: stripeApi, enabled: true }) : null;
-    const inbox = createInboxConsumer({ sql, clock, logger }, { cardUpdatePayments: cardUpdatePayer !== null });
+    const inbox = createInboxConsumer({ sql, clock, logger }, { cardUpdatePayments: cardUpdatePayer !== null, preDunningNoticeDays: config.preDunning.noticeDays });
     // Pre-dunning checks due (card expiring before renewal) become timeline facts.
     const preDunningLoop = createBackgroundLoop({ name: 'pre-dunning-checks', sql, logger, pollMs: 60_000, run: () => firePreDunningChecks({ sql, clock }) });
     const cardUpdateLoop = cardUpdatePayer

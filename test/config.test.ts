@@ -23,6 +23,8 @@ test('a malformed value gives one line naming the variable and what it expects',
     [{ DATABASE_URL: 'mysql://x' }, /^DATABASE_URL is invalid: expected a postgres: or postgresql: URL/],
     [{ DATABASE_URL: 'not a url' }, /^DATABASE_URL is invalid/],
     [{ PUBLIC_URL: 'ftp://x' }, /^PUBLIC_URL is invalid/],
+    [{ PRE_DUNNING_NOTICE_DAYS: '0' }, /^PRE_DUNNING_NOTICE_DAYS="0" is invalid: expected an integer from 1 to 60$/],
+    [{ PRE_DUNNING_NOTICE_DAYS: 'a week' }, /^PRE_DUNNING_NOTICE_DAYS="a week" is invalid/],
     [{ STRIPE_WEBHOOK_SECRET: 'sk_live_oops' }, /^STRIPE_WEBHOOK_SECRET is invalid: expected a value starting with "whsec_"$/],
   ];
   for (const [env, pattern] of cases) {
@@ -51,4 +53,9 @@ test('WORKER_TASKS: a worker runs every task by default, or the ones listed', ()
   assert.deepEqual([...loadConfig({}).workerTasks].sort(), ['email', 'engine', 'inbox', 'webhooks']);
   assert.deepEqual([...loadConfig({ ROLE: 'worker', WORKER_TASKS: 'email' }).workerTasks], ['email']);
   assert.deepEqual([...loadConfig({ WORKER_TASKS: ' inbox , engine,webhooks ' }).workerTasks].sort(), ['engine', 'inbox', 'webhooks']);
+});
+
+test('PRE_DUNNING_NOTICE_DAYS: 7 by default, else the given whole number of days', () => {
+  assert.equal(loadConfig({}).preDunning.noticeDays, 7);
+  assert.equal(loadConfig({ PRE_DUNNING_NOTICE_DAYS: ' 3 ' }).preDunning.noticeDays, 3);
 });

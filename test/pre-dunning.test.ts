@@ -62,7 +62,7 @@ test('card expiring before the renewal: nothing before the notice time, then one
   const mails = transport.sent.filter((e) => e.template === 'pre-dunning-card-expiring');
   assert.equal(mails.length, 1, `one pre-dunning email (${transport.sent.map((e) => e.template).join(',')})`);
   assert.equal(mails[0]!.to, 'cus_pd_mail@acme.test');
-  assert.match(mails[0]!.text, /expires at the end of\s+3\/2026, before your next renewal on April 5, 2026/);
+  assert.match(mails[0]!.text, /expires at the end of\s+3\/2026, before your next renewal on April 5, 2026,\s+in 7 days\./);
   assert.match(mails[0]!.html, /\/r\//, 'the button is a tracked link');
   const runs = await svc.sql<{ email: string; status: string }[]>`
     select c.email, r.status from workflow_runs r join contacts c on c.id = r.contact_id where r.workflow_key = 'pre-dunning' order by c.email`;
@@ -83,4 +83,29 @@ test('card expiring before the renewal: nothing before the notice time, then one
   // Once: later drains fire nothing again.
   await svc.drain();
   assert.equal(transport.sent.filter((e) => e.template === 'pre-dunning-card-expiring').length, 1);
+});
+
+test('PRE_DUNNING_NOTICE_DAYS=3: the check is scheduled 3 days before the renewal, nothing goes out at the default 7, and the email says "in 3 days"', async (t) => {
+  const transport = recordingTransport();
+  const svc = await build(t, { transport, clock: 'manual', env: { QUIET_HOURS: 'off', FREQUENCY_CAP: 'off', PRE_DUNNING_NOTICE_DAYS: '3' } });
+  const clock = svc.clock as ManualClock;
+  clock.set('2026-03-10T00:00:00Z');
+  await customerWithExpiringCard(svc, 'cus_pd_three');
+  await svc.drain();
+  const checks = await svc.sql<{ due_at: Date; renewal_at: Date }[]>`select due_at, renewal_at from pre_dunning_checks`;
+  assert.deepEqual(checks.map((c) => [c.due_at.toISOString(), c.renewal_at.toISOString()]), [['2026-04-02T00:00:00.000Z', '2026-04-05T00:00:00.000Z']]);
+
+  // the default notice time (7 days before) passes: nothing yet
+  clock.set('2026-03-29T12:00:00Z');
+  await svc.drain();
+  await svc.drain();
+  assert.equal(transport.sent.filter((e) => e.template === 'pre-dunning-card-expiring').length, 0);
+
+  clock.set('2026-04-02T00:00:30Z');
+  await svc.drain();
+  await svc.drain();
+  const mails = transport.sent.filter((e) => e.template === 'pre-dunning-card-expiring');
+  assert.equal(mails.length, 1);
+  assert.match(mails[0]!.text, /before your next renewal on April 5, 2026,\s+in 3 days\./);
+  assert.doesNotMatch(mails[0]!.text, /7 days/);
 });

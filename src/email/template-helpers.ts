@@ -100,6 +100,14 @@ const HELPERS: Record<string, Handlebars.HelperDelegate> = {
     const digits = typeof params[1] === 'number' ? params[1] : 0;
     return typeof value === 'number' ? formatNumber(value, rootOf(options)?.locale ?? 'en', digits) : '';
   },
+  /** {{plural count "day" "days"}}: "1 day", "7 days" (the count in the locale) */
+  plural(...args: unknown[]) {
+    const { params, options } = splitArgs(args);
+    const count = Number(params[0]);
+    if (!Number.isFinite(count)) return '';
+    const word = count === 1 ? params[1] : params[2];
+    return `${formatNumber(count, rootOf(options)?.locale ?? 'en', 0)} ${typeof word === 'string' ? word : ''}`.trim();
+  },
   /** {{pct value}}: a whole number 0–100, for widths (usage bars); not localized */
   pct(...args: unknown[]) {
     const { params } = splitArgs(args);

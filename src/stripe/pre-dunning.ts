@@ -1,6 +1,6 @@
 // Pre-dunning (issue 13): before the failure. When a customer's default card expires before a
-// subscription's next renewal, a check is scheduled for PRE_DUNNING_NOTICE_DAYS before the
-// renewal; when it is due it becomes the timeline fact `card.expiring_before_renewal`, which
+// subscription's next renewal, a check is scheduled PRE_DUNNING_NOTICE_DAYS (config, default 7)
+// before the renewal; when it is due it becomes the timeline fact `card.expiring_before_renewal`, which
 // starts the built-in `pre-dunning` workflow (workflows/builtin/pre-dunning.json). That
 // definition, not this module, decides whether to email: if the card updater replaced the card
 // meanwhile (payment_method.automatically_updated), the run exits without a word.
@@ -14,8 +14,9 @@ import { recordDomainEvents, type DomainEventInput } from '../timeline/domain-ev
 import type { StripeEnvelope } from './event-inbox.ts';
 import { idOf } from './shapes.ts';
 
-/** How long before the renewal the customer is asked for a new card. */
-export const PRE_DUNNING_NOTICE_DAYS = 7;
+/** How long before the renewal the customer is asked for a new card, unless PRE_DUNNING_NOTICE_DAYS says otherwise. */
+export const DEFAULT_PRE_DUNNING_NOTICE_DAYS = 7;
+const DAY_MS = 86_400_000;
 
 const CHECK_EVENTS = new Set([
   'payment_method.attached',
@@ -28,8 +29,12 @@ const CHECK_EVENTS = new Set([
 
 type Obj = Record<string, unknown>;
 
-/** In the projection's transaction: schedule the checks the batch's events make necessary. */
-export async function schedulePreDunningChecks(db: Queryable, events: readonly StripeEnvelope[], now: Date): Promise<void> {
+/**
+ * In the projection's transaction: schedule the checks the batch's events make necessary,
+ * `noticeDays` (PRE_DUNNING_NOTICE_DAYS) before each renewal.
+ */
+export async function schedulePreDunningChecks(db: Queryable, events: readonly StripeEnvelope[], now: Date, noticeDays = DEFAULT_PRE_DUNNING_NOTICE_DAYS): Promise<void> {
+  if (!Number.isInteger(noticeDays) || noticeDays < 1) throw new Error(`pre-dunning notice days must be a positive integer, got ${noticeDays}`);
   const customers = new Set<string>();
   const expiring: { customer_id: string; card: string; brand: string | null; exp_month: number; exp_year: number }[] = [];
   for (const event of events) {
@@ -46,7 +51,7 @@ export async function schedulePreDunningChecks(db: Queryable, events: readonly S
     const customer = o.object === 'customer' ? idOf(o.id) : idOf(o.customer);
     if (customer) customers.add(customer);
   }
-  const notice = `${PRE_DUNNING_NOTICE_DAYS} days`;
+  const notice = `${noticeDays} days`;
   if (customers.size > 0) {
     await db`
       with card as (
@@ -123,7 +128,13 @@ export async function firePreDunningChecks(deps: { sql: Sql; clock: Clock }, lim
       accountId: null,
       stripeCustomerId: d.customer_id,
       subjectId: d.payment_method_id,
-      properties: { checkKey: d.check_key, customerId: d.customer_id, paymentMethodId: d.payment_method_id, brand: d.brand, expMonth: d.exp_month, expYear: d.exp_year, renewalAt: d.renewal_at.toISOString() },
+      properties: {
+        checkKey: d.check_key, customerId: d.customer_id, paymentMethodId: d.payment_method_id, brand: d.brand, expMonth: d.exp_month, expYear: d.exp_year,
+        renewalAt: d.renewal_at.toISOString(),
+        // What the email says ("in 7 days"): counted from now, not from the configured notice,
+        // so a check scheduled late (renewal already closer than the notice) still tells the truth.
+        daysUntilRenewal: Math.max(1, Math.ceil((d.renewal_at.getTime() - now.getTime()) / DAY_MS)),
+      },
       occurredAt: now,
     }));
     await recordDomainEvents(tx, facts, now);

@@ -31,6 +31,8 @@ export interface InboxConsumerOptions {
   leaseMs?: number;
   /** turn card-change events into pay-on-card-update work items (RECOVERY_PAY_ON_CARD_UPDATE with a Stripe key) */
   cardUpdatePayments?: boolean;
+  /** PRE_DUNNING_NOTICE_DAYS: how many days before a renewal an expiring card is checked (default 7) */
+  preDunningNoticeDays?: number;
 }
 
 export interface InboxConsumer {
@@ -90,13 +92,13 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
         async (db) => {
           const results = await projectStripeBatch(db, rows.map((r) => r.payload), now);
           if (payOnCardUpdate) await enqueueCardUpdatePayments(db, rows.map((r) => r.payload));
-          await schedulePreDunningChecks(db, rows.map((r) => r.payload), now);
+          await schedulePreDunningChecks(db, rows.map((r) => r.payload), now, options.preDunningNoticeDays);
           return results;
         },
         async (db, row) => {
           const result = await projectStripeEvent(db, row.payload, now);
           if (payOnCardUpdate) await enqueueCardUpdatePayments(db, [row.payload]);
-          await schedulePreDunningChecks(db, [row.payload], now);
+          await schedulePreDunningChecks(db, [row.payload], now, options.preDunningNoticeDays);
           return result;
         },
         (row) => ({ eventId: row.id }),
