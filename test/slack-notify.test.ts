@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ManualClock } from '../src/clock.ts';
-import { createSlackNotifier } from '../src/notify/slack-notifier.ts';
+import { createSlackNotifier, retryAfterMs } from '../src/notify/slack-notifier.ts';
 import { createLogger } from '../src/logger.ts';
 import { ADMIN_TOKEN, build } from './helpers/build.ts';
 import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
@@ -16,17 +16,19 @@ interface FakeSlack {
   received: Array<{ text: string; blocks: Array<Record<string, unknown>> }>;
   /** statuses to answer next, in order; then 200 "ok" */
   answers: number[];
+  /** the Retry-After header of a 429 */
+  retryAfter: string;
 }
 
 async function fakeSlack(t: TestContext): Promise<FakeSlack> {
-  const fake: FakeSlack = { url: '', received: [], answers: [] };
+  const fake: FakeSlack = { url: '', received: [], answers: [], retryAfter: '1' };
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
       const status = fake.answers.shift() ?? 200;
       if (status === 200) fake.received.push(JSON.parse(body));
-      res.writeHead(status, { 'content-type': 'text/plain', ...(status === 429 ? { 'retry-after': '1' } : {}) });
+      res.writeHead(status, { 'content-type': 'text/plain', ...(status === 429 ? { 'retry-after': fake.retryAfter } : {}) });
       res.end(status === 200 ? 'ok' : status === 429 ? 'rate_limited' : 'internal_error');
     });
   });
@@ -80,12 +82,13 @@ test('a notify row becomes one Block Kit message with customer, amount, MRR per 
   assert.equal(slack.received.length, 1);
 });
 
-test('Slack 500 and 429 are retried with backoff; out of attempts → dead letter', async (t) => {
+test('Slack 500 is retried with backoff, 429 when its Retry-After says; out of attempts → dead letter', async (t) => {
   const slack = await fakeSlack(t);
   const { svc, clock, runId } = await failedRun(t);
   const notifier = createSlackNotifier({ sql: svc.sql, clock, logger: createLogger('silent'), defaultWebhookUrl: slack.url });
   await svc.sql`insert into slack_notifications (id, run_id, step_id, text, created) values (${`${runId}:a`}, ${runId}, 'a', 'Payment failed', ${clock.now()})`;
   slack.answers.push(500, 429);
+  slack.retryAfter = '30';
   await notifier.runOnce();
   let [row] = await svc.sql<{ attempts: number; last_error: string; sent_at: Date | null }[]>`select attempts, last_error, sent_at from slack_notifications`;
   assert.equal(row!.attempts, 1);
@@ -96,8 +99,10 @@ test('Slack 500 and 429 are retried with backoff; out of attempts → dead lette
   [row] = await svc.sql<{ attempts: number; last_error: string; sent_at: Date | null }[]>`select attempts, last_error, sent_at from slack_notifications`;
   assert.equal(row!.attempts, 2);
   assert.match(row!.last_error, /HTTP 429/);
-  clock.advance(9_999);
-  assert.equal(await notifier.runOnce(), 0, 'second backoff doubles');
+  clock.advance(10_000);
+  assert.equal(await notifier.runOnce(), 0, 'not at the doubled backoff (10 s): Slack said 30 s');
+  clock.advance(19_999);
+  assert.equal(await notifier.runOnce(), 0, 'not before Retry-After');
   clock.advance(1);
   await notifier.runOnce();
   [row] = await svc.sql<{ attempts: number; last_error: string; sent_at: Date | null }[]>`select attempts, last_error, sent_at from slack_notifications`;
@@ -118,6 +123,17 @@ test('Slack 500 and 429 are retried with backoff; out of attempts → dead lette
   assert.match(listed.body, new RegExp(`"${runId}:b"`));
   assert.doesNotMatch(listed.body, /services\/T000/, 'the webhook URL (a secret) is not shown');
   assert.equal(slack.received.length, 1);
+});
+
+test('Retry-After: delay-seconds or an HTTP-date, clamped to an hour; absent or unreadable → the backoff', () => {
+  const now = new Date('2025-10-16T12:00:00Z');
+  assert.equal(retryAfterMs('30', now), 30_000);
+  assert.equal(retryAfterMs(' 0 ', now), 0);
+  assert.equal(retryAfterMs('Thu, 16 Oct 2025 12:02:00 GMT', now), 120_000);
+  assert.equal(retryAfterMs('Thu, 16 Oct 2025 11:00:00 GMT', now), 0, 'a date in the past: retry now');
+  assert.equal(retryAfterMs('86400', now), 3_600_000);
+  assert.equal(retryAfterMs(null, now), null);
+  assert.equal(retryAfterMs('soon', now), null);
 });
 
 test('a notify step in a published definition alerts only above an MRR threshold, once per (run, step), and shows in the trace', async (t) => {

@@ -1,7 +1,8 @@
 // Slack alerts (issue 13): delivers the rows of slack_notifications (one per workflow `notify`
 // step execution, id "<run id>:<step id>") to a Slack incoming webhook as a Block Kit message,
-// through a work queue: leases, exponential backoff on failure (Slack 429/5xx, network), dead
-// letters after maxAttempts. Idempotent per (run, step): the row's primary key, and a row is sent
+// through a work queue: leases, exponential backoff on failure (Slack 5xx, network) — a 429 comes
+// back when its Retry-After says (the work queue's per-failure retry time) —, dead letters after
+// maxAttempts. Idempotent per (run, step): the row's primary key, and a row is sent
 // at most once it is marked sent (a crash between Slack's 200 and our commit re-sends once:
 // incoming webhooks take no idempotency key).
 //
@@ -133,6 +134,30 @@ export function slackMessage(text: string, facts: AlertFacts, now: Date): { text
   };
 }
 
+/** Longest Retry-After we wait for; a bigger value (or a bogus date) is clamped to it. */
+const MAX_RETRY_AFTER_MS = 3_600_000;
+
+/**
+ * An HTTP Retry-After value (RFC 9110: delay-seconds or an HTTP-date) as milliseconds from `now`;
+ * null when absent or unreadable (the queue's backoff applies).
+ */
+export function retryAfterMs(value: string | null, now: Date): number | null {
+  if (value === null || value.trim() === '') return null;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Math.min(MAX_RETRY_AFTER_MS, Number(text) * 1000);
+  const at = Date.parse(text);
+  if (Number.isNaN(at)) return null;
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(0, at - now.getTime()));
+}
+
+class SlackHttpError extends Error {
+  readonly retryAfterMs: number | null;
+  constructor(status: number, retryAfter: number | null) {
+    super(`Slack answered HTTP ${status}${retryAfter !== null ? ` (retry after ${Math.ceil(retryAfter / 1000)} s)` : ''}`);
+    this.retryAfterMs = retryAfter;
+  }
+}
+
 export interface SlackNotifier {
   queue: WorkQueue;
   runOnce(limit?: number): Promise<number>;
@@ -168,11 +193,15 @@ export function createSlackNotifier(deps: {
             signal: AbortSignal.timeout(deps.timeoutMs ?? 10_000),
           });
           await res.arrayBuffer();
-          if (!res.ok) throw new Error(`Slack answered HTTP ${res.status}`);
+          if (!res.ok) {
+            // Slack rate-limits incoming webhooks (about one message per second) with 429 and
+            // Retry-After: retrying sooner only earns another 429 and burns an attempt.
+            throw new SlackHttpError(res.status, res.status === 429 ? retryAfterMs(res.headers.get('retry-after'), clock.now()) : null);
+          }
         } catch (err) {
           // the URL is a secret (it alone allows posting): never logged
           logger.warn({ notificationId: item.id, error: failureText(err) }, 'Slack alert failed; will retry');
-          report.fail(item.id, new Error(failureText(err)));
+          report.fail(item.id, new Error(failureText(err)), err instanceof SlackHttpError ? err.retryAfterMs ?? undefined : undefined);
         }
       }
     });

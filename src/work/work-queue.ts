@@ -15,7 +15,8 @@
 //   - while a holder's transaction runs, the partition row is locked, so no one can take it over.
 // Completion, failure bookkeeping and the release commit together with the work itself.
 //
-// Failures: attempts + 1, last_error, retry_at with exponential backoff; at maxAttempts the item
+// Failures: attempts + 1, last_error, retry_at with exponential backoff (or when the peer said to
+// come back: a handler's retryAfterMs, e.g. HTTP 429 Retry-After); at maxAttempts the item
 // is parked (dead_at) and listed by GET /v1/admin/dead-letters until replayed. A lease that
 // expired (holder crashed or hung) counts as a failed attempt for the items it had taken, so an
 // item that kills its worker still ends in the dead letter instead of looping.
@@ -89,8 +90,11 @@ export class LeaseLostError extends Error {
 }
 
 export interface BatchReport {
-  /** mark one item failed (it is retried with backoff, or parked once out of attempts) */
-  fail(id: string | number, error: unknown): void;
+  /**
+   * mark one item failed (it is retried with backoff, or parked once out of attempts);
+   * `retryAfterMs`: the peer said when to come back (HTTP Retry-After) — used instead of the backoff
+   */
+  fail(id: string | number, error: unknown, retryAfterMs?: number): void;
 }
 
 export interface RunBatchOptions {
@@ -114,7 +118,7 @@ export interface WorkQueue {
   /** Push the lease end out (long work outside a transaction); false if the lease was lost. */
   extend(lease: Lease): Promise<boolean>;
   /** After hold(), in the same transaction: mark done, record failures, free the partition. */
-  finish(tx: Tx, lease: Lease, done: string[], failures: { id: string; error: string }[]): Promise<void>;
+  finish(tx: Tx, lease: Lease, done: string[], failures: { id: string; error: string; retryAfterMs?: number | null }[]): Promise<void>;
   /** Free the partition without completing (e.g. the handler gave up); fenced. */
   release(lease: Lease): Promise<void>;
   /**
@@ -200,7 +204,7 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     if (rows.length === 0) throw new LeaseLostError(lease);
   }
 
-  async function finish(tx: Tx, lease: Lease, ok: string[], failures: { id: string; error: string }[]): Promise<void> {
+  async function finish(tx: Tx, lease: Lease, ok: string[], failures: { id: string; error: string; retryAfterMs?: number | null }[]): Promise<void> {
     const now = clock.now();
     if (ok.length > 0) {
       await tx`update ${table} set ${done} = ${now}, attempts = attempts + 1, last_error = null, retry_at = null
@@ -211,8 +215,9 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
       await tx`
         update ${table} t set attempts = t.attempts + 1, last_error = f.error,
           dead_at = case when t.attempts + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end,
-          retry_at = ${retryAt(tx, now, attempts)}
-        from unnest(${failures.map((f) => f.id)}::text[], ${failures.map((f) => f.error)}::text[]) as f(id, error)
+          retry_at = coalesce(${now}::timestamptz + make_interval(secs => f.retry_ms / 1000.0), ${retryAt(tx, now, attempts)})
+        from unnest(${failures.map((f) => f.id)}::text[], ${failures.map((f) => f.error)}::text[],
+                    ${failures.map((f) => (f.retryAfterMs === undefined || f.retryAfterMs === null ? null : Math.max(0, Math.round(f.retryAfterMs))))}::float8[]) as f(id, error, retry_ms)
         where t.id = f.id::${idType} and t.${done} is null`;
     }
     await tx`update work_partitions set lease_until = null, claimed = null
@@ -260,10 +265,10 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
           select ${columns} from leased
           where ${done} is null and dead_at is null
           order by ${order}`;
-        const failed = new Map<string, string>();
-        await handler(tx, [...rows], { fail: (id, error) => failed.set(String(id), failureText(error)) });
+        const failed = new Map<string, { error: string; retryAfterMs: number | null }>();
+        await handler(tx, [...rows], { fail: (id, error, retryAfterMs) => failed.set(String(id), { error: failureText(error), retryAfterMs: retryAfterMs ?? null }) });
         const ok = rows.map((r: Row) => String((r as { id?: unknown }).id)).filter((id: string) => !failed.has(id));
-        await finish(tx, lease, ok, [...failed].map(([id, error]) => ({ id, error })));
+        await finish(tx, lease, ok, [...failed].map(([id, f]) => ({ id, ...f })));
       });
     } catch (err) {
       if (err instanceof LeaseLostError) throw err;
