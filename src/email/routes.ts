@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import { Resend } from 'resend';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AppDeps } from '../app-deps.ts';
 import type { Tx } from '../db/connection.ts';
 import { requireKey } from '../http/auth.ts';
@@ -13,9 +13,18 @@ import { recordMessageEvent } from './sender.ts';
 import { sampleData } from './template-samples.ts';
 import { verifyToken } from './tokens.ts';
 import { escapeHtml, simplePage } from '../http/simple-page.ts';
+import { erasedAddressKey } from '../contacts/data-rights.ts';
 
-type UnsubscribeToken = { e: string | null; c: number | null; m: string };
+/** m: the message; legacy tokens (never issued now) also carried e: the address, c: the contact */
+type UnsubscribeToken = { m: string; e?: string | null; c?: number | null };
 type ClickToken = { m: string; u: string };
+
+/** "jane@example.com" → "j•••@example.com": enough to recognise, little to whoever else sees the page. */
+export function maskAddress(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at <= 0) return '•••';
+  return `${address.slice(0, 1)}•••${address.slice(at)}`;
+}
 
 // Status precedence: a later "delivered" must not hide an earlier bounce, and so on.
 const STATUS_RANK: Record<string, number> = { queued: 0, sending: 1, sent: 2, delivered: 3, bounced: 4, complained: 5, failed: 4, skipped: 4 };
@@ -28,32 +37,70 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     await scope.register(formbody);
     const tokenParams = { type: 'object', properties: { token: { type: 'string', maxLength: 4096 } }, required: ['token'] } as const;
 
+    // The token names the message (legacy tokens also carry the address); the address comes
+    // from the message row, which erasure blanks (the address is then already suppressed).
+    const unsubscribeToken = (token: string) => {
+      const payload = verifyToken<UnsubscribeToken>(secret, 'unsubscribe', token, { acceptLegacy: true });
+      return payload && typeof payload.m === 'string' ? payload : null;
+    };
+    const invalid = (reply: FastifyReply) =>
+      simplePage(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed. Please use the link from the email.</p>');
+    const unavailable = (reply: FastifyReply) => simplePage(reply, 503, 'Please try again in a moment', '<p>We could not process the link just now. Please try again in a minute.</p>');
+
     scope.get('/unsubscribe/:token', { schema: { summary: 'Unsubscribe confirmation page', tags: ['email'], params: tokenParams } }, async (request, reply) => {
-      const { token } = request.params as { token: string };
-      const payload = verifyToken<UnsubscribeToken>(secret, 'unsubscribe', token);
-      if (!payload) return simplePage(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed. Please use the link from the email.</p>');
-      // GET never unsubscribes: mail scanners follow links. The button POSTs.
+      const payload = unsubscribeToken((request.params as { token: string }).token);
+      if (!payload) return invalid(reply);
+      let address: string | null;
+      try {
+        const [m] = await deps.sql<{ to_email: string | null }[]>`select to_email from messages where id = ${payload.m}`;
+        address = m ? m.to_email : typeof payload.e === 'string' ? payload.e : null;
+      } catch (err) {
+        request.log.error({ error: (err as Error).message }, 'unsubscribe page: message look-up failed');
+        return unavailable(reply);
+      }
+      // GET never unsubscribes: mail scanners follow links. The button POSTs. The address is
+      // shown masked: whoever else sees the URL (a shared screen, a forwarded email) learns little.
       return simplePage(
         reply,
         200,
         `Unsubscribe from ${deps.config.brand.productName} emails?`,
-        `<p>${escapeHtml(payload.e ?? 'This address')} will stop receiving product and marketing emails. Billing notices about your account will still arrive.</p>` +
+        `<p>${escapeHtml(address ? maskAddress(address) : 'This address')} will stop receiving product and marketing emails. Billing notices about your account will still arrive.</p>` +
           `<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click"><button type="submit">Unsubscribe</button></form>`,
       );
     });
 
+    // Authenticated by the token in the URL, not a cookie: a cross-site POST (a webmail client
+    // doing RFC 8058 one-click from its own origin, or the mail provider with no Origin at all)
+    // is exactly what this route is for, so there is no Origin check here.
     scope.post('/unsubscribe/:token', { schema: { summary: 'One-click unsubscribe (RFC 8058)', tags: ['email'], params: tokenParams } }, async (request, reply) => {
-      const { token } = request.params as { token: string };
-      const payload = verifyToken<UnsubscribeToken>(secret, 'unsubscribe', token);
-      if (!payload || !payload.e) return simplePage(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed.</p>');
+      const payload = unsubscribeToken((request.params as { token: string }).token);
+      if (!payload) return invalid(reply);
       const now = deps.clock.now();
-      await deps.sql.begin(async (tx: Tx) => {
-        // Unsubscribing stops marketing and lifecycle mail, never billing notices.
-        await tx`
-          insert into suppressions (email, scope, reason, created_at) values (lower(${payload.e}), 'non_transactional', 'unsubscribed', ${now})
-          on conflict (email) do nothing`;
-        await recordMessageEvent(tx, payload.m, 'unsubscribed', now);
-      });
+      let found: boolean;
+      try {
+        found = await deps.sql.begin(async (tx: Tx) => {
+          const [m] = await tx<{ to_email: string | null }[]>`select to_email from messages where id = ${payload.m}`;
+          let address = m ? m.to_email : null;
+          if (!m && typeof payload.e === 'string' && payload.e.includes('@')) {
+            // A legacy token whose message row is gone: its own address, unless that address was
+            // erased (kept only as a hash, and already suppressed for everything).
+            const [erased] = await tx`select 1 from suppressions where email = ${erasedAddressKey(payload.e)}`;
+            if (!erased) address = payload.e;
+          }
+          // Unsubscribing stops marketing and lifecycle mail, never billing notices.
+          if (address) {
+            await tx`
+              insert into suppressions (email, scope, reason, created_at) values (lower(${address}), 'non_transactional', 'unsubscribed', ${now})
+              on conflict (email) do nothing`;
+          }
+          if (m) await recordMessageEvent(tx, payload.m, 'unsubscribed', now);
+          return !!m || !!address;
+        });
+      } catch (err) {
+        request.log.error({ error: (err as Error).message }, 'unsubscribe: could not store');
+        return unavailable(reply);
+      }
+      if (!found) return simplePage(reply, 404, 'Email not found', '<p>We could not find the email this link is about. Please reply to the email and we will unsubscribe you.</p>');
       request.log.info({ messageId: payload.m }, 'unsubscribed');
       return simplePage(reply, 200, "You're unsubscribed", `<p>You will no longer receive product and marketing emails from ${escapeHtml(deps.config.brand.productName)}.</p>`);
     });
@@ -65,7 +112,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     { schema: { summary: 'Tracked link: records the click, then redirects', tags: ['email'], params: { type: 'object', properties: { token: { type: 'string', maxLength: 4096 } }, required: ['token'] } } },
     async (request, reply) => {
       const { token } = request.params as { token: string };
-      const payload = verifyToken<ClickToken>(secret, 'click', token);
+      const payload = verifyToken<ClickToken>(secret, 'click', token, { acceptLegacy: true });
       // Only URLs we signed are ever redirected to: no open redirect.
       if (!payload || typeof payload.u !== 'string' || !/^https?:\/\//.test(payload.u)) {
         return simplePage(reply, 400, 'This link is not valid', '<p>The link is incomplete or was changed.</p>');

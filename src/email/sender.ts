@@ -271,8 +271,10 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
         : null;
     const traits = row.contact_traits ?? {};
     const marketing = row.category !== 'transactional';
+    // Only the message id: the unsubscribe route reads the address from the message row, so the
+    // link carries no personal data even encrypted.
     const unsubscribe = marketing
-      ? `${config.publicUrl}/unsubscribe/${signToken(secret, 'unsubscribe', { e: row.to_email, c: row.contact_id, m: row.id })}`
+      ? `${config.publicUrl}/unsubscribe/${signToken(secret, 'unsubscribe', { m: row.id })}`
       : null;
     // Dunning emails fix the card through our never-expiring update-card link (a fresh Billing
     // Portal session per click); payment confirmation (3-D Secure) needs the hosted invoice page.

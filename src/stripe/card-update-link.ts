@@ -4,8 +4,9 @@
 // our link does not. Without a Stripe key, or when Stripe fails, the visitor gets a clear page
 // with the invoice's hosted page instead (never a 500): they can still pay.
 //
-// The token is signed per contact + invoice (tokens.ts, kind 'card-update') and holds only ids
-// (numeric contact id, Stripe invoice id): nothing readable about the person.
+// The token is per contact + invoice (tokens.ts, kind 'card-update'): ids only (numeric contact
+// id, Stripe invoice id), encrypted. Links already sent in the older signed-only format still
+// open (they never expire).
 // Every visit is recorded in card_update_sessions; the recovery ledger attributes a recovery to
 // `portal_update` when the customer's card changed after such a portal session (reports).
 import type { FastifyInstance } from 'fastify';
@@ -61,7 +62,7 @@ export async function cardUpdateRoutes(app: FastifyInstance, deps: AppDeps, opti
     },
     async (request, reply) => {
       const { token } = request.params as { token: string };
-      const payload = verifyToken<CardUpdateToken>(secret, CARD_UPDATE_TOKEN_KIND, token);
+      const payload = verifyToken<CardUpdateToken>(secret, CARD_UPDATE_TOKEN_KIND, token, { acceptLegacy: true });
       if (!payload || (typeof payload.i !== 'string' && typeof payload.k !== 'string')) {
         return simplePage(reply, 400, 'This link is not valid', '<p>The link is incomplete or was changed. Please use the link from the email.</p>');
       }
