@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ManualClock } from '../src/clock.ts';
 import { signToken } from '../src/email/tokens.ts';
-import { SESSION_COOKIE, SESSION_KIND, parseCookies } from '../src/dashboard/session.ts';
+import { createHmac } from 'node:crypto';
+import { SESSION_COOKIE, SESSION_KIND, parseCookies, sessionKey } from '../src/dashboard/session.ts';
 import { monthsOf, defaultRange } from '../src/dashboard/page.ts';
 import { ADMIN_TOKEN, WRITE_KEY, build, type Built } from './helpers/build.ts';
 import { deliver, envelope, invoice } from './helpers/stripe.ts';
@@ -17,6 +18,12 @@ const form = (fields: Record<string, string>) => new URLSearchParams(fields).toS
 
 async function login(svc: Built, token = ADMIN_TOKEN, next?: string) {
   return svc.app.inject({ method: 'POST', url: '/dashboard/login', headers: FORM, payload: form({ token, ...(next === undefined ? {} : { next }) }) });
+}
+
+/** The pre-2026-11 token shape (base64url JSON . HMAC), which src/ no longer issues. */
+function legacySigned(key: string, kind: string, payload: object): string {
+  const body = Buffer.from(JSON.stringify(payload)).toString('base64url');
+  return `${body}.${createHmac('sha256', key).update(`${kind}.${body}`).digest('base64url')}`;
 }
 
 function cookieOf(res: { headers: Record<string, unknown> }): string {
@@ -128,7 +135,7 @@ test('dashboard: auth (redirect, 401, login form, cookie, tampering, expiry, bea
     signToken('some-other-key', SESSION_KIND, { iat, exp }), // sealed with another key
     signToken(ADMIN_TOKEN, SESSION_KIND, { iat, exp }), // the admin token is not the key
     signToken(svc.secret, SESSION_KIND, { iat, exp }), // nor the service secret alone
-    `${Buffer.from(JSON.stringify({ iat, exp })).toString('base64url')}.${session}`, // the old signed shape
+    legacySigned(sessionKey(svc.secret, ADMIN_TOKEN), SESSION_KIND, { iat, exp }), // the old signed shape, right key: sessions never accept it
     '',
   ];
   for (const value of forged) {

@@ -7,8 +7,9 @@
 //   GET  /dashboard/export/recovery.csv the recovery ledger CSV (same as /v1/reports/recovery?format=csv), cookie-authenticated
 //   GET  /dashboard/assets/:file        Chart.js and the page script, from our origin
 //
-// Auth: `Authorization: Bearer <LIFELINE_ADMIN_TOKEN>`, or the HttpOnly, SameSite=Strict session
-// cookie set by the login form (a signed token with an expiry; see session.ts).
+// Auth: `Authorization: Bearer <admin token>` (any of LIFELINE_ADMIN_TOKENS), or the HttpOnly,
+// SameSite=Strict session cookie set by the login form (an opaque token with an expiry; see
+// session.ts). POSTs from another site are refused (src/http/csrf.ts).
 import { Readable } from 'node:stream';
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -20,7 +21,9 @@ import { recoveryLedgerCsv } from '../reports/recovery-report.ts';
 import { loadAssets } from './assets.ts';
 import { loadDashboard } from './data.ts';
 import { CSP, dashboardPage, defaultRange, loginPage, messagePage } from './page.ts';
-import { authenticate, clearedCookie, issueSession, sameSecret, sessionCookie, sessionKey } from './session.ts';
+import { matchKey, tokenId } from '../http/auth.ts';
+import { crossSiteRefusal } from '../http/csrf.ts';
+import { authenticate, clearedCookie, issueSession, sessionCookie, sessionKey, sessionKeys } from './session.ts';
 
 /** Failed logins allowed per client address and window before answering 429. */
 const LOGIN_FAILURES_ALLOWED = 10;
@@ -54,8 +57,10 @@ function wantsHtml(request: FastifyRequest): boolean {
 export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
   await app.register(formbody);
   const assets = loadAssets();
-  const adminToken = deps.config.adminToken;
-  const key = adminToken ? sessionKey(deps.secret, adminToken) : '';
+  // Every admin token signs in (rotation); each has its own session key (session.ts).
+  const adminTokens = deps.config.adminTokens;
+  const enabled = adminTokens.length > 0;
+  const keys = sessionKeys(deps.secret, adminTokens);
   const secureCookie = (request: FastifyRequest) => request.protocol === 'https' || deps.config.publicUrl.startsWith('https:');
 
   // --- static assets (no auth: public library code and our page script) ----------------------
@@ -80,32 +85,33 @@ export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Prom
   // --- authentication ------------------------------------------------------------------------
   /** Answers the request (503 / 401 / redirect) unless it is authenticated; returns whether it may go on. */
   function guard(request: FastifyRequest, reply: FastifyReply): boolean {
-    if (!adminToken) {
+    if (!enabled) {
       html(reply, 503, messagePage('Dashboard disabled', 'Set LIFELINE_ADMIN_TOKEN to enable the dashboard.'));
       return false;
     }
-    const auth = authenticate(request, adminToken, key, deps.clock);
-    if (auth === 'bearer' || auth === 'session') return true;
-    if (auth === 'none' && request.method === 'GET' && wantsHtml(request)) {
+    const auth = authenticate(request, adminTokens, keys, deps.clock);
+    if (auth.kind === 'bearer' || auth.kind === 'session') {
+      request.adminTokenId = auth.tokenId;
+      return true;
+    }
+    if (auth.kind === 'none' && request.method === 'GET' && wantsHtml(request)) {
       reply.redirect(`/dashboard/login?${new URLSearchParams({ next: request.url }).toString()}`, 303);
       return false;
     }
     reply.header('www-authenticate', 'Bearer realm="lifeline-dashboard"');
-    html(reply, 401, messagePage('Sign-in required', auth === 'bad-bearer' ? 'Invalid credentials.' : 'Sign in, or send "Authorization: Bearer <LIFELINE_ADMIN_TOKEN>".'));
+    html(reply, 401, messagePage('Sign-in required', auth.kind === 'bad-bearer' ? 'Invalid credentials.' : 'Sign in, or send "Authorization: Bearer <LIFELINE_ADMIN_TOKEN>".'));
     return false;
   }
 
-  /** POSTs must come from our own pages (defence in depth over SameSite=Strict). */
-  function sameOrigin(request: FastifyRequest): boolean {
-    const origin = request.headers.origin;
-    if (!origin) return true;
-    try {
-      const host = new URL(origin).host;
-      return host === request.headers.host || origin === new URL(deps.config.publicUrl).origin;
-    } catch {
-      return false;
-    }
-  }
+  // Every state-changing request of the dashboard (sign-in, sign-out, any later action) must come
+  // from our own pages: 403, HTML for a form post, JSON for anything else (src/http/csrf.ts).
+  app.addHook('onRequest', async (request, reply) => {
+    const refusal = crossSiteRefusal(request, deps.config.publicUrl);
+    if (refusal === null) return;
+    request.log.warn({ reason: refusal }, 'cross-site dashboard request refused');
+    if (wantsHtml(request)) return html(reply, 403, messagePage('Forbidden', 'This request came from another site and was refused. Use the dashboard itself.'));
+    return reply.code(403).send({ error: 'cross_site_request', message: `Refused: ${refusal} (state changes must come from the dashboard's own pages)` });
+  });
 
   const failures = new Map<string, { n: number; until: number }>();
   function tooManyFailures(ip: string): boolean {
@@ -122,33 +128,33 @@ export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Prom
 
   app.get('/dashboard/login', { schema: hidden }, async (request, reply) => {
     const next = safeNext((request.query as Record<string, unknown>).next);
-    if (!adminToken) return html(reply, 503, loginPage({ next, disabled: true, error: 'The dashboard is disabled: set LIFELINE_ADMIN_TOKEN to enable it.' }));
-    const auth = authenticate(request, adminToken, key, deps.clock);
-    if (auth === 'session' || auth === 'bearer') return reply.redirect(next, 303);
+    if (!enabled) return html(reply, 503, loginPage({ next, disabled: true, error: 'The dashboard is disabled: set LIFELINE_ADMIN_TOKEN to enable it.' }));
+    const auth = authenticate(request, adminTokens, keys, deps.clock);
+    if (auth.kind === 'session' || auth.kind === 'bearer') return reply.redirect(next, 303);
     return html(reply, 200, loginPage({ next }));
   });
 
   app.post('/dashboard/login', { schema: hidden }, async (request, reply) => {
     const body = (request.body ?? {}) as Record<string, unknown>;
     const next = safeNext(body.next);
-    if (!adminToken) return html(reply, 503, loginPage({ next, disabled: true, error: 'The dashboard is disabled: set LIFELINE_ADMIN_TOKEN to enable it.' }));
-    if (!sameOrigin(request)) return html(reply, 403, messagePage('Forbidden', 'Cross-site sign-in refused.'));
+    if (!enabled) return html(reply, 503, loginPage({ next, disabled: true, error: 'The dashboard is disabled: set LIFELINE_ADMIN_TOKEN to enable it.' }));
     if (tooManyFailures(request.ip)) {
       return html(reply.header('retry-after', String(LOGIN_WINDOW_MS / 1000)), 429, loginPage({ next, error: 'Too many failed attempts. Try again later.' }));
     }
     const token = typeof body.token === 'string' ? body.token.trim() : '';
-    if (!token || !sameSecret(token, adminToken)) {
+    const matched = token ? matchKey(token, adminTokens) : undefined;
+    if (matched === undefined) {
       noteFailure(request.ip);
       request.log.warn({ ip: request.ip }, 'dashboard login failed');
       return html(reply, 401, loginPage({ next, error: 'That token is not correct.' }));
     }
     failures.delete(request.ip);
-    request.log.info({ ip: request.ip }, 'dashboard login');
-    return reply.header('set-cookie', sessionCookie(issueSession(key, deps.clock), secureCookie(request))).header('cache-control', 'no-store').redirect(next, 303);
+    request.log.info({ ip: request.ip, adminTokenId: tokenId(matched) }, 'dashboard login');
+    // Sealed with the key of the token that signed in: the session ends when that token is removed.
+    return reply.header('set-cookie', sessionCookie(issueSession(sessionKey(deps.secret, matched), deps.clock), secureCookie(request))).header('cache-control', 'no-store').redirect(next, 303);
   });
 
   app.post('/dashboard/logout', { schema: hidden }, async (request, reply) => {
-    if (!sameOrigin(request)) return html(reply, 403, messagePage('Forbidden', 'Cross-site sign-out refused.'));
     return reply.header('set-cookie', clearedCookie(secureCookie(request))).header('cache-control', 'no-store').redirect('/dashboard/login', 303);
   });
 

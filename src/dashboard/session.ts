@@ -1,12 +1,13 @@
-// Dashboard authentication: `Authorization: Bearer <LIFELINE_ADMIN_TOKEN>` (scripts, curl), or a
-// session cookie set by the login form (browsers). The cookie holds a signed token (the email
-// token format of src/email/tokens.ts, with its own kind) carrying an expiry. The signing key is
-// derived from the service secret AND the admin token, so rotating LIFELINE_ADMIN_TOKEN signs
-// every browser out.
-import { createHash, timingSafeEqual } from 'node:crypto';
+// Dashboard authentication: `Authorization: Bearer <admin token>` (scripts, curl), or a session
+// cookie set by the login form (browsers). Any admin token works (LIFELINE_ADMIN_TOKENS, for
+// rotation). The cookie holds an opaque token (src/email/tokens.ts, its own kind) carrying an
+// expiry, sealed with a key derived from the service secret AND the admin token that signed in.
+// So a rotation keeps the sessions of the tokens still configured, and ends those of a removed
+// token (its key is gone): removing a leaked token signs its browsers out.
+import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import type { Clock } from '../clock.ts';
-import { presentedKey } from '../http/auth.ts';
+import { matchKey, presentedKey, tokenId } from '../http/auth.ts';
 import { signToken, verifyToken } from '../email/tokens.ts';
 
 export const SESSION_COOKIE = 'lifeline_dashboard';
@@ -23,15 +24,19 @@ interface SessionPayload extends Record<string, unknown> {
   iat: number;
 }
 
-export function sameSecret(given: string, expected: string): boolean {
-  // Hash first so that the comparison takes the same time whatever the lengths.
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b) && given.length === expected.length;
+/** One admin token's session key, and the token's id (what the audit log names). */
+export interface SessionKey {
+  tokenId: string;
+  key: string;
 }
 
 export function sessionKey(secret: string | undefined, adminToken: string): string {
   return createHash('sha256').update(`lifeline-dashboard\n${secret ?? ''}\n${adminToken}`).digest('base64url');
+}
+
+/** The session keys of every configured admin token. */
+export function sessionKeys(secret: string | undefined, adminTokens: readonly string[]): SessionKey[] {
+  return adminTokens.filter((t) => t !== '').map((t) => ({ tokenId: tokenId(t), key: sessionKey(secret, t) }));
 }
 
 export function issueSession(key: string, clock: Clock): string {
@@ -39,13 +44,17 @@ export function issueSession(key: string, clock: Clock): string {
   return signToken(key, SESSION_KIND, { iat: now, exp: now + SESSION_TTL_SECONDS } satisfies SessionPayload);
 }
 
-/** True when the token is ours, untampered and not expired. */
-export function validSession(key: string, token: string | undefined, clock: Clock): boolean {
-  if (!token) return false;
-  const payload = verifyToken<SessionPayload>(key, SESSION_KIND, token);
-  if (!payload || typeof payload.exp !== 'number' || typeof payload.iat !== 'number') return false;
+/** The id of the admin token whose session this is, when the token is ours, untampered and not expired. */
+export function validSession(keys: readonly SessionKey[], token: string | undefined, clock: Clock): string | undefined {
+  if (!token) return undefined;
   const now = clock.now().getTime() / 1000;
-  return payload.exp > now && payload.iat <= now + 300;
+  for (const { tokenId: id, key } of keys) {
+    // A key that did not seal it fails GCM's tag check: no payload, try the next.
+    const payload = verifyToken<SessionPayload>(key, SESSION_KIND, token);
+    if (!payload || typeof payload.exp !== 'number' || typeof payload.iat !== 'number') continue;
+    return payload.exp > now && payload.iat <= now + 300 ? id : undefined;
+  }
+  return undefined;
 }
 
 /** Cookie header → name/value pairs (RFC 6265: `a=b; c=d`; the first occurrence of a name wins). */
@@ -71,14 +80,18 @@ export function clearedCookie(secure: boolean): string {
   return `${SESSION_COOKIE}=; Path=${COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`;
 }
 
-export type AuthResult = 'bearer' | 'session' | 'bad-bearer' | 'none';
+export type AuthResult = { kind: 'bearer' | 'session'; tokenId: string } | { kind: 'bad-bearer' | 'none' };
 
-/** How a request is authenticated. A wrong bearer key is reported as such (never falls back to the cookie). */
-export function authenticate(request: FastifyRequest, adminToken: string, key: string, clock: Clock): AuthResult {
+/**
+ * How a request is authenticated. A wrong bearer key is reported as such (never falls back to
+ * the cookie). Any configured admin token is accepted, compared as digests in constant time.
+ */
+export function authenticate(request: FastifyRequest, adminTokens: readonly string[], keys: readonly SessionKey[], clock: Clock): AuthResult {
   if (request.headers.authorization) {
     const presented = presentedKey(request);
-    return presented !== undefined && sameSecret(presented, adminToken) ? 'bearer' : 'bad-bearer';
+    const matched = presented === undefined ? undefined : matchKey(presented, adminTokens);
+    return matched === undefined ? { kind: 'bad-bearer' } : { kind: 'bearer', tokenId: tokenId(matched) };
   }
-  const token = parseCookies(request.headers.cookie).get(SESSION_COOKIE);
-  return validSession(key, token, clock) ? 'session' : 'none';
+  const id = validSession(keys, parseCookies(request.headers.cookie).get(SESSION_COOKIE), clock);
+  return id === undefined ? { kind: 'none' } : { kind: 'session', tokenId: id };
 }

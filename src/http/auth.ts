@@ -24,6 +24,19 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * The candidate equal to `presented`, or undefined. Every candidate is compared (as SHA-256
+ * digests, in constant time), so the time depends neither on which one matched nor on lengths.
+ */
+export function matchKey(presented: string, candidates: readonly string[]): string | undefined {
+  const given = digest(presented);
+  let matched: string | undefined;
+  for (const candidate of candidates) {
+    if (candidate !== '' && same(given, candidate) && matched === undefined) matched = candidate;
+  }
+  return matched;
+}
+
 /** The credential a request presents: `Bearer <key>` or HTTP Basic with the key as user name. */
 export function presentedKey(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
@@ -54,10 +67,7 @@ export function requireKey(request: FastifyRequest, expected: string | readonly 
   if (!key) {
     throw new HttpError(401, 'unauthorized', `Missing credentials: send "Authorization: Bearer <${envName}>"`);
   }
-  const presented = digest(key);
-  let matched = false;
-  for (const candidate of candidates) matched = same(presented, candidate) || matched;
-  if (!matched) {
+  if (matchKey(key, candidates) === undefined) {
     throw new HttpError(401, 'unauthorized', 'Invalid credentials');
   }
   if (envName === 'LIFELINE_ADMIN_TOKEN') request.adminTokenId = tokenId(key);
