@@ -62,9 +62,20 @@ const CLAIM_MS = 2 * 60_000;
  * Batches in flight at once when a backlog is due. One batch's own work (claim, render 100
  * emails, record) takes tens of milliseconds on top of the provider's answer; with several in
  * flight, each waiting for its own slot of the shared rate limit, the requests leave at the
- * limit instead of one per round trip. Only a full batch opens another lane.
+ * limit instead of one per round trip. Only a full batch opens another lane (or a wake-up while
+ * every lane waits on a slow request: SLOW_REQUEST_MS).
  */
 const MAX_LANES = 4;
+/**
+ * A provider request unanswered this long is slow: its lane waits for the answer or for the
+ * per-request limit (RESEND_TIMEOUT_MS, 10 s by default), and mail that becomes due meanwhile
+ * would wait behind it. When every lane of the running pass waits on such a request, the next
+ * wake-up (new mail's notification, or the 500 ms tick), which would otherwise only mark "run
+ * again after this pass", opens another lane in it (up to MAX_LANES) to send what is due. Resend
+ * answers in well under a second; a full batch of 100 rarely takes longer. Lanes are independent
+ * claimants, like separate processes: the once-only argument above holds for any number of them.
+ */
+const SLOW_REQUEST_MS = 1_000;
 /**
  * How long before its rate-limit slot a batch is topped up and rendered (rendering 100 emails
  * takes ≈ 10 ms; the top-up claim is a round trip that slows down when the database is busy).
@@ -473,6 +484,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     return { row, batch };
   }
 
+  /** The pass in progress: a wake-up during it may add a lane (openIfStuck). */
+  let current: { openIfStuck(): void } | null = null;
+
   const recentSends = sendWindow(config.email.rateLimitPerSecond, clock, sleep);
 
   /** Reserves the next request slot of the shared rate limit: when (ms epoch) it starts. */
@@ -486,12 +500,14 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   }
 
   type Totals = { sent: number; failed: number; skipped: number; requeued: number };
+  /** Waits for a provider request on behalf of its lane (see SLOW_REQUEST_MS). */
+  type Watch = (request: Promise<SendOutcome>) => Promise<SendOutcome>;
 
   /**
    * Sends a persisted batch this sender holds, with its bounded retries, and records the outcome.
    * Every request carries the batch's key and the same emails (step 3).
    */
-  async function deliver(b: HeldBatch, firstSlot: number, totals: Totals): Promise<void> {
+  async function deliver(b: HeldBatch, firstSlot: number, totals: Totals, watch: Watch): Promise<void> {
     const n = b.emails.length;
     const dead = async (reason: string) => {
       logger.error({ batch: b.id, messages: n, reason }, 'email batch dead: not retried (replayable)');
@@ -506,7 +522,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       await recentSends.admit();
       let outcome: SendOutcome;
       try {
-        outcome = await transport.send(b.emails, b.key);
+        outcome = await watch(transport.send(b.emails, b.key));
       } catch (err) {
         outcome = { ok: false, status: null, retryAfterMs: null, permanent: false, message: (err as Error).message };
       }
@@ -559,7 +575,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   }
 
   /** Skips, renders, persists and delivers a claimed set of loose messages; its first request slot is already taken. */
-  async function sendBatch(token: string, rows: PendingRow[], totals: Totals, slot: number): Promise<void> {
+  async function sendBatch(token: string, rows: PendingRow[], totals: Totals, slot: number, watch: Watch): Promise<void> {
     // The batch's "now": rendered with it, stored with it, so a re-send renders the same bytes.
     const formedAt = clock.now();
     const ready: { row: PendingRow; email: OutgoingEmail }[] = [];
@@ -610,11 +626,11 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       return;
     }
     batch.emails = ready.map((r) => r.email);
-    await deliver(batch, slot, totals);
+    await deliver(batch, slot, totals, watch);
   }
 
   /** Re-sends a taken-over batch exactly as it was (step 3), or ends it when past its bounds. */
-  async function resend(row: BatchRow, b: HeldBatch, totals: Totals): Promise<void> {
+  async function resend(row: BatchRow, b: HeldBatch, totals: Totals, watch: Watch): Promise<void> {
     const inputs = JSON.parse(row.render_inputs) as PendingRow[];
     b.emails = [];
     const failures = b.attempts - 1 - b.rateLimited;
@@ -641,13 +657,37 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       return;
     }
     logger.info({ batch: b.id, messages: inputs.length, attempt: b.attempts }, 'email batch re-sent as formed (same key, same payload)');
-    await deliver(b, await reserve(), totals);
+    await deliver(b, await reserve(), totals, watch);
   }
 
   async function sendPending(): Promise<Totals> {
     const totals: Totals = { sent: 0, failed: 0, skipped: 0, requeued: 0 };
-    let lanes = 0;
+    // Lanes running now, and how many of them are waiting on a slow provider request.
+    let active = 0;
+    let slow = 0;
     const running: Promise<void>[] = [];
+    const open = () => {
+      active++;
+      running.push(lane().finally(() => active--));
+    };
+    /** A wake-up's lane for mail due now, unless a lane is free to claim it or MAX_LANES are busy. */
+    const openIfStuck = () => {
+      if (active - slow === 0 && active < MAX_LANES) open();
+    };
+    const watch: Watch = async (request) => {
+      // Real time, like the request's own limit (RESEND_TIMEOUT_MS): it watches a socket.
+      let isSlow = false;
+      const timer = setTimeout(() => {
+        isSlow = true;
+        slow++;
+      }, SLOW_REQUEST_MS);
+      try {
+        return await request;
+      } finally {
+        clearTimeout(timer);
+        if (isSlow) slow--;
+      }
+    };
     const lane = async (): Promise<void> => {
       // Stop at an empty claim, or once the provider keeps failing (the batch went back to the
       // queue with a not-before time; the next wake-up tries again).
@@ -655,17 +695,14 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
         // Persisted batches first: a re-send of an existing batch, never a new mix (step 2).
         const taken = await takeOver();
         if (taken) {
-          await resend(taken.row, taken.batch, totals);
+          await resend(taken.row, taken.batch, totals, watch);
           continue;
         }
         const token = randomUUID();
         const rows = await claim(token);
         if (rows.length === 0) return;
         // A full batch means a backlog: let another lane work on it while this one sends.
-        if (rows.length === MAX_BATCH && lanes < MAX_LANES) {
-          lanes++;
-          running.push(lane());
-        }
+        if (rows.length === MAX_BATCH && active < MAX_LANES) open();
         // Sends trickling in (a campaign's runs being woken one by one) must not spend a request
         // of the rate limit each: whoever has to wait for its slot fills the batch up with what
         // became due meanwhile, shortly before the slot (time to claim and render), and sends at
@@ -675,15 +712,18 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
         if (await sleepUntil(slot, PREPARE_MS)) {
           if (rows.length < MAX_BATCH) rows.push(...(await claim(token, MAX_BATCH - rows.length)));
         }
-        await sendBatch(token, rows, totals, slot);
+        await sendBatch(token, rows, totals, slot, watch);
       }
     };
-    lanes = 1;
-    running.push(lane());
+    const pass = { openIfStuck };
+    current = pass;
+    open();
     // Lanes add themselves to `running` while it is awaited: wait until none is left, and for
     // all of them even when one fails (a rejection must not go unobserved).
     let failure: unknown = null;
     for (let done = 0; done < running.length; done++) await running[done]!.catch((err: unknown) => (failure ??= err));
+    // In the same turn as the last check above: a wake-up cannot add a lane nobody awaits.
+    if (current === pass) current = null;
     if (failure) throw failure;
     return totals;
   }
@@ -696,6 +736,8 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
   const wake = () => {
     if (loop) {
       again = true;
+      // Mail queued while every lane waits on a slow request is sent now, by another lane.
+      current?.openIfStuck();
       return;
     }
     loop = (async () => {
