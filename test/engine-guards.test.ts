@@ -40,7 +40,9 @@ for (const ending of [
       await svc.drain();
     }
     assert.deepEqual(await messages(svc, 'billing-recovery'), [], 'no dunning email for an invoice that is already settled');
-    assert.deepEqual(await runs(svc, 'billing-recovery'), [], 'no run');
+    // No run: the refused entry is only recorded (superseded: no step, no email, not in reports)
+    // so that the entry rule counts it as the run it would have been in event order.
+    assert.deepEqual((await runs(svc, 'billing-recovery')).map((r) => ({ ...r })), [{ run_key: 'in_1', status: 'superseded' }], 'no run, a superseded entry');
     const [invoiceRow] = await svc.sql<{ status: string }[]>`select status from invoices where id = 'in_1'`;
     assert.equal(invoiceRow!.status, ending.status, 'the late failure does not reopen the invoice');
   });

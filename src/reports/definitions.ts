@@ -59,7 +59,7 @@ Report (GET /v1/reports/recovery?from&to[&currency]). The cohort is the cases wh
 
 export const WORKFLOW_DEFINITION = `Workflow report: definitions
 
-Cohort: the workflow's runs whose started_at is in [from, to), dates taken as UTC midnights.
+Cohort: the workflow's runs whose started_at is in [from, to), dates taken as UTC midnights. Entries recorded as superseded (refused because the fact that would have ended the run was delivered before its trigger; no step ran, no email went out) are not runs and are left out.
 - entered: runs in the cohort. active / converted / exited / completed: runs by current status (converted = the goal was reached).
 - steps (funnel, in the order of the current definition, then steps only older versions had): reached = runs whose decision trace has an entry for the step; sent = the step's messages with a sent_at; clicked = the step's messages with a clicked_at.
 - conversionRate = converted / entered (null when entered is 0).

@@ -419,6 +419,7 @@ export function caseRows(tx: Queryable) {
         select min(wr.id) as run_id, array_agg(wr.id) as run_ids, bool_or(wr.holdout) as holdout
         from workflow_runs wr
         where wr.workflow_key = ${RECOVERY_WORKFLOW} and wr.contact_id = any(b.contacts) and wr.run_key = b.id
+          and wr.status <> 'superseded' -- an entry refused as already paid/voided (delivered first): no run
       ) r
     ),
     cases as (select st.*, ${STATE(tx)} from st)
@@ -483,6 +484,7 @@ export function caseRowsBulk(tx: Queryable) {
       select b.id as invoice_id, min(wr.id) as run_id, array_agg(wr.id) as run_ids, bool_or(wr.holdout) as holdout
       from base b cross join unnest(b.contacts) as bc(contact_id)
       join workflow_runs wr on wr.workflow_key = ${RECOVERY_WORKFLOW} and wr.contact_id = bc.contact_id and wr.run_key = b.id
+        and wr.status <> 'superseded' -- an entry refused as already paid/voided (delivered first): no run
       group by b.id
     ),
     st as (

@@ -95,7 +95,9 @@ export async function workflowReport(
   const { from, to } = params;
   const cohort = sql`
     select id, status, holdout, variant, started_at, converted_at, contact_id, account_id, run_key
-    from workflow_runs where workflow_key = ${key} and started_at >= ${from} and started_at < ${to}`;
+    from workflow_runs where workflow_key = ${key} and started_at >= ${from} and started_at < ${to}
+      -- an entry refused because its goal or exit came first (delivery order) is no run: no steps, no email
+      and status <> 'superseded'`;
 
   const [groups, reached, sends] = await Promise.all([
     sql<{ status: string; holdout: boolean; variant: string | null; n: number }[]>`

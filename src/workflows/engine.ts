@@ -24,6 +24,7 @@ import {
   runEventNames,
   scheduledEntryCurrent,
   startRun,
+  supersededEntry,
 } from './interpreter.ts';
 import { lockContacts } from './contact-locks.ts';
 import { evaluate } from './conditions.ts';
@@ -352,6 +353,22 @@ export function createEngine(deps: EngineDeps): Engine {
     const decision = entryDecision(def, trigger, context, existing, now, known);
     if (!decision.enter) {
       logger.debug({ workflow: def.key, contactId: contact.id, reason: decision.reason }, 'not entered');
+      if (decision.superseded) {
+        // Recorded as the run it would have been in event order (ended at once: no steps, no
+        // emails, not in reports), so the entry rules count it; see EntryDecision.superseded.
+        const state = supersededEntry(trigger, now, decision.reason);
+        touched(cache, contact.id, resolvedAccount);
+        const [row] = await tx<{ id: number }[]>`
+          insert into workflow_runs (workflow_key, version, contact_id, account_id, run_key, status, state, due_at, ended_at,
+                                     trigger_event_id, started_at, updated_at)
+          values (${def.key}, ${version}, ${contact.id}, ${resolvedAccount}, ${decision.key}, 'superseded', ${JSON.stringify(state)}::text::jsonb,
+                  null, ${now}, ${triggerEventId}, ${now}, ${now})
+          on conflict (workflow_key, contact_id, run_key) do nothing
+          returning id`;
+        const entry: TraceEntry = { at: now.toISOString(), stepId: null, kind: 'superseded', detail: decision.reason };
+        if (row && cache) cache.trace.push({ runId: row.id, entry });
+        else if (row) await writeTrace(tx, [{ runId: row.id, entry }]);
+      }
       return false;
     }
     // The first steps are computed before the insert (they do not depend on the run's id), so

@@ -174,6 +174,14 @@ export interface EntryDecision {
   /** the run key: unique per (definition, contact); the edge stores it with the run */
   key: string;
   reason: string;
+  /**
+   * Refused only because a goal or exit fact that happened at or after the trigger is already
+   * recorded (delivered first), while the entry rule would have let it in: in event order this
+   * was a run that ended on that fact. The edge records it as an entry ended at once (status
+   * `superseded`, no steps, no emails) so that the entry rules (once, once per key, cooldown)
+   * count it as the run it would have been.
+   */
+  superseded?: true;
 }
 
 function entryKey(definition: WorkflowDefinition, trigger: EventFact, scope: Scope): string | null {
@@ -223,9 +231,17 @@ export function entryDecision(
     const goal = evaluate(definition.goal.condition, scope);
     if (goal.value) return { enter: false, key, reason: `goal already met: ${goal.explain}` };
   }
+  const byRule = entryRule(definition, key, existingRuns, now);
+  // After the entry rule: an entry the rule refuses was no run in event order either, and must
+  // not be recorded as one (it would start a cooldown event order never had).
+  if (!byRule.enter) return byRule;
   const superseded = supersedingFact(definition, trigger, context, known);
-  if (superseded) return { enter: false, key, reason: superseded };
+  if (superseded) return { enter: false, key, reason: superseded, superseded: true };
+  return byRule;
+}
 
+/** The entry rule (once, once per key, every time with its cooldown) over the existing runs. */
+function entryRule(definition: WorkflowDefinition, key: string, existingRuns: readonly ExistingRun[], now: Date): EntryDecision {
   const rule = definition.entry;
   switch (rule.mode) {
     case 'once':
@@ -748,6 +764,25 @@ export function startRun(definition: WorkflowDefinition, trigger: EventFact, con
   }, null);
   runFrom(execution, compiled.first, trigger);
   return result(execution);
+}
+
+/**
+ * The state stored for an entry refused as superseded (EntryDecision.superseded): it starts and
+ * ends at `now` without executing a step.
+ */
+export function supersededEntry(trigger: EventFact, now: Date, reason: string): AdvanceResult['state'] {
+  return {
+    status: 'superseded',
+    stepId: null,
+    wait: null,
+    variants: {},
+    holdout: false,
+    vars: { trigger, matched: {} },
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    endReason: reason,
+    convertedAt: null,
+  };
 }
 
 /** Feeds one fact (an event or a timer firing) to a run. */

@@ -136,7 +136,12 @@ export interface EventFact {
   occurredAt: string;
 }
 
-export type RunStatus = 'active' | 'converted' | 'exited' | 'completed';
+/**
+ * `superseded`: not a run but a recorded entry, refused because the fact that would have ended it
+ * was delivered first (EntryDecision.superseded): no steps, no emails, left out of reports; the
+ * entry rules count it as the run it would have been in event order.
+ */
+export type RunStatus = 'active' | 'converted' | 'exited' | 'completed' | 'superseded';
 
 export type Wait =
   | { kind: 'time'; until: string } // wait / wait_until
@@ -220,7 +225,7 @@ export interface TraceEntry {
   kind:
     | 'entered' | 'step' | 'wait' | 'woke' | 'timeout' | 'event_matched' | 'branch' | 'split'
     | 'send' | 'send_held' | 'send_skipped' | 'webhook' | 'notify' | 'update_contact'
-    | 'goal' | 'exit' | 'completed' | 'ignored';
+    | 'goal' | 'exit' | 'completed' | 'ignored' | 'superseded';
   detail: string;
   data?: Record<string, unknown>;
 }

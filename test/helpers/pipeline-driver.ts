@@ -182,12 +182,15 @@ export async function people(h: Harness) {
 
 export async function runs(h: Harness) {
   // every_time runs are keyed by the id of the fact that started them, which differs between
-  // services: name them by what that fact describes instead.
+  // services: name them by what that fact describes instead. Entries recorded as superseded
+  // (refused because the fact that ends the run was delivered first) are not runs: no step ran,
+  // no email went out; in order they are runs that ended on that fact, which may be missing.
   const rows = await h.svc.sql.unsafe<{ workflow: string; key: string; contact: string; status: string }[]>(`
     select r.workflow_key as workflow,
       case when r.trigger_event_id is not null and r.run_key = r.trigger_event_id::text then 'fact:' || te.dedupe_key else r.run_key end as key,
       ${CONTACT_KEY} as contact, r.status
     from workflow_runs r join contacts c on c.id = r.contact_id left join domain_events te on te.id = r.trigger_event_id
+    where r.status <> 'superseded'
     order by 1, 2, 3`);
   return plain(rows);
 }

@@ -5,6 +5,7 @@
 // service, is the reference. A test marked todo fails today; its fix has not landed yet.
 import assert from 'node:assert/strict';
 import { after, before, test, type TestContext } from 'node:test';
+import { ADMIN_TOKEN } from '../helpers/build.ts';
 import { arrivals, buildTimeline, type Intent, type Op } from '../helpers/timeline-generator.ts';
 import { assertOneFactPerTransition, assertSameOutcome, deliverAll, harness, nextStart, runCase, type Aspect, type Harness } from '../helpers/pipeline-driver.ts';
 
@@ -122,10 +123,26 @@ test('an older group call delivered after a newer one: a segment the account alr
 // its 180-day cooldown keeps #5 from starting a second run. Delivered #3 before #2, the first
 // run is refused (its goal is already recorded), so nothing holds the cooldown and #5 starts a
 // run whose reminder the in-order delivery never sends.
-test('a win-back refused because the comeback was recorded first still counts for the cooldown', { todo: 'waiting for a superseded entry to count for the cooldown' }, async () => {
+// Fixed: the refused entry is recorded as superseded (no steps, no emails, not in reports), and
+// the cooldown counts it as the run it would have been in event order.
+test('a win-back refused because the comeback was recorded first still counts for the cooldown', async () => {
   await sameAsInOrder(
     [intent(0, 'sub_create'), intent(0, 'invoice_fail', 0, 1), intent(0, 'sub_cancel', 0, 2), intent(0, 'sub_create'), intent(0, 'invoice_fail', 0, 1), intent(0, 'sub_cancel'), intent(0, 'pm_update')],
     '0 | 1 4 3 2 6 | 5 1 2 |', ['emails', 'runs'], true);
+  const recorded = await other.svc.sql<{ status: string; n: number }[]>`
+    select status, count(*)::int as n from workflow_runs where workflow_key = 'win-back' group by 1 order by 1`;
+  assert.deepEqual(recorded.map((r) => ({ ...r })), [{ status: 'superseded', n: 1 }], 'the first cancellation is a superseded entry; the second is cooling down');
+  const sent = await other.svc.sql`select 1 from messages where workflow_key = 'win-back'`;
+  assert.equal(sent.length, 0, 'a superseded entry sends nothing');
+  const entered = async (h: Harness) => {
+    const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+    const range = `from=${day(h.clock.now().getTime() - 100 * 86_400_000)}&to=${day(h.clock.now().getTime() + 86_400_000)}`;
+    const res = await h.svc.app.inject({ method: 'GET', url: `/v1/reports/workflows/win-back?${range}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert.equal(res.statusCode, 200, res.body);
+    return (res.json() as { runs: { entered: number } }).runs.entered;
+  };
+  assert.equal(await entered(ref), 1, 'in order: one run (converted by the comeback)');
+  assert.equal(await entered(other), 0, 'a superseded entry is not a run in the workflow report');
 });
 
 // The same search found this first (seed -1622897862, before the fix): the restore email after
