@@ -10,6 +10,7 @@ import type { Sql } from './db/connection.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health-routes.ts';
 import { installRateLimits } from './http/rate-limits.ts';
+import { installSecurityHeaders } from './http/security-headers.ts';
 import { stripeWebhookRoutes } from './stripe/webhook-route.ts';
 import { productEventRoutes } from './events/routes.ts';
 import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.ts';
@@ -45,6 +46,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   installErrorHandler(app);
   await installRateLimits(app, deps.config.rateLimit);
+  // Before the routes: page routes name their headers (src/http/security-headers.ts).
+  await installSecurityHeaders(app, deps.config.publicUrl);
 
   await app.register(swagger, {
     openapi: {

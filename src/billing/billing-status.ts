@@ -15,6 +15,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
 import type { AppDeps } from '../app-deps.ts';
 import type { Queryable } from '../db/connection.ts';
+import { embedScriptHeaders } from '../http/security-headers.ts';
 import { signToken, verifyToken } from '../email/tokens.ts';
 import { HttpError } from '../http/errors.ts';
 import { presentedKey } from '../http/auth.ts';
@@ -213,11 +214,11 @@ export async function billingStatusRoutes(app: FastifyInstance, deps: AppDeps): 
     },
   );
 
-  app.get('/embed/billing-notice.js', { schema: { hide: true } }, async (_request, reply) => {
+  // Loaded by <script src> from customers' apps (other origins): cross-origin CORP, nosniff.
+  app.get('/embed/billing-notice.js', { helmet: embedScriptHeaders, schema: { hide: true } }, async (_request, reply) => {
     return reply
       .type('text/javascript; charset=utf-8')
       .header('cache-control', 'public, max-age=300')
-      .header('cross-origin-resource-policy', 'cross-origin')
       .send(billingNoticeScript(deps.config.brand.primaryColor, deps.config.brand.locale));
   });
 }

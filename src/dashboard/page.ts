@@ -3,6 +3,7 @@
 // from a JSON block, under a CSP that allows no inline script. Styles are one inline <style>
 // block allowed by its hash.
 import { createHash } from 'node:crypto';
+import { pageHeaders } from '../http/security-headers.ts';
 import { ATTRIBUTION_BUCKETS } from '../reports/definitions.ts';
 import type { CurrencyRecovery, MonthlyRecovery } from '../reports/recovery-report.ts';
 import type { WorkflowReport } from '../reports/workflow-report.ts';
@@ -89,17 +90,8 @@ section.quiet{padding:.9rem 1.5rem}section.quiet .panel-head{margin-bottom:.25re
 
 export const STYLE_HASH = `'sha256-${createHash('sha256').update(CSS).digest('base64')}'`;
 
-/** The CSP of every dashboard page: scripts from our origin only, no inline script, this style block only. */
-export const CSP = [
-  "default-src 'none'",
-  "script-src 'self'",
-  `style-src ${STYLE_HASH}`,
-  "img-src 'self' data:",
-  "connect-src 'self'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-  "base-uri 'none'",
-].join('; ');
+/** The headers of every dashboard page: scripts from our origin only, no inline script, this style block only. */
+export const DASHBOARD_PAGE_HEADERS = pageHeaders({ styleHashes: [STYLE_HASH], scripts: true, referrer: 'same-origin' });
 
 const testid = (id: string) => `data-testid="${h(id)}"`;
 

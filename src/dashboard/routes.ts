@@ -20,9 +20,10 @@ import { refreshRecoveryCases } from '../reports/recovery-cases.ts';
 import { recoveryLedgerCsv } from '../reports/recovery-report.ts';
 import { loadAssets } from './assets.ts';
 import { loadDashboard } from './data.ts';
-import { CSP, dashboardPage, defaultRange, loginPage, messagePage } from './page.ts';
+import { DASHBOARD_PAGE_HEADERS, dashboardPage, defaultRange, loginPage, messagePage } from './page.ts';
 import { matchKey, tokenId } from '../http/auth.ts';
 import { crossSiteRefusal } from '../http/csrf.ts';
+import { ownScriptHeaders } from '../http/security-headers.ts';
 import { authenticate, clearedCookie, issueSession, sessionCookie, sessionKey, sessionKeys } from './session.ts';
 
 /** Failed logins allowed per client address and window before answering 429. */
@@ -30,16 +31,14 @@ const LOGIN_FAILURES_ALLOWED = 10;
 const LOGIN_WINDOW_MS = 15 * 60_000;
 
 const hidden = { hide: true } as const;
+// Every dashboard route: hidden from the API docs, with the page's security headers (CSP etc.).
+const page = { schema: hidden, helmet: DASHBOARD_PAGE_HEADERS };
 
 function html(reply: FastifyReply, status: number, body: string): FastifyReply {
   return reply
     .code(status)
     .type('text/html; charset=utf-8')
-    .header('content-security-policy', CSP)
     .header('cache-control', 'no-store')
-    .header('x-content-type-options', 'nosniff')
-    .header('x-frame-options', 'DENY')
-    .header('referrer-policy', 'same-origin')
     .send(body);
 }
 
@@ -69,7 +68,7 @@ export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Prom
     byUrl.set(a.url, { asset: a, immutable: true });
     byUrl.set(a.plainUrl, { asset: a, immutable: false });
   }
-  app.get('/dashboard/assets/:file', { schema: hidden }, async (request, reply) => {
+  app.get('/dashboard/assets/:file', { schema: hidden, helmet: ownScriptHeaders }, async (request, reply) => {
     const found = byUrl.get(`/dashboard/assets/${(request.params as { file: string }).file}`);
     if (!found) return reply.code(404).type('text/plain; charset=utf-8').send('Not found');
     const { asset, immutable } = found;
@@ -126,7 +125,7 @@ export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Prom
     else f.n++;
   }
 
-  app.get('/dashboard/login', { schema: hidden }, async (request, reply) => {
+  app.get('/dashboard/login', page, async (request, reply) => {
     const next = safeNext((request.query as Record<string, unknown>).next);
     if (!enabled) return html(reply, 503, loginPage({ next, disabled: true, error: 'The dashboard is disabled: set LIFELINE_ADMIN_TOKEN to enable it.' }));
     const auth = authenticate(request, adminTokens, keys, deps.clock);
@@ -134,7 +133,7 @@ export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Prom
     return html(reply, 200, loginPage({ next }));
   });
 
-  app.post('/dashboard/login', { schema: hidden }, async (request, reply) => {
+  app.post('/dashboard/login', page, async (request, reply) => {
     const body = (request.body ?? {}) as Record<string, unknown>;
     const next = safeNext(body.next);
     if (!enabled) return html(reply, 503, loginPage({ next, disabled: true, error: 'The dashboard is disabled: set LIFELINE_ADMIN_TOKEN to enable it.' }));
@@ -154,7 +153,7 @@ export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Prom
     return reply.header('set-cookie', sessionCookie(issueSession(sessionKey(deps.secret, matched), deps.clock), secureCookie(request))).header('cache-control', 'no-store').redirect(next, 303);
   });
 
-  app.post('/dashboard/logout', { schema: hidden }, async (request, reply) => {
+  app.post('/dashboard/logout', page, async (request, reply) => {
     return reply.header('set-cookie', clearedCookie(secureCookie(request))).header('cache-control', 'no-store').redirect('/dashboard/login', 303);
   });
 
@@ -176,11 +175,11 @@ export async function dashboardRoutes(app: FastifyInstance, deps: AppDeps): Prom
     const data = await loadDashboard(deps.sql, range);
     return html(reply, 200, dashboardPage({ data, from: range.fromText, to: range.toText, quick: defaults.quick }, assets));
   };
-  app.get('/dashboard', { schema: hidden }, dashboard);
-  app.get('/dashboard/', { schema: hidden }, dashboard);
+  app.get('/dashboard', page, dashboard);
+  app.get('/dashboard/', page, dashboard);
 
   // --- CSV export (the ledger, as /v1/reports/recovery?format=csv, for the session cookie) ----
-  app.get('/dashboard/export/recovery.csv', { schema: hidden }, async (request, reply) => {
+  app.get('/dashboard/export/recovery.csv', page, async (request, reply) => {
     if (!guard(request, reply)) return reply;
     const query = (request.query ?? {}) as Record<string, unknown>;
     let range;

@@ -12,7 +12,7 @@ import { recordDomainEvent } from '../timeline/domain-event-store.ts';
 import { recordMessageEvent } from './sender.ts';
 import { sampleData } from './template-samples.ts';
 import { verifyToken } from './tokens.ts';
-import { escapeHtml, simplePage } from '../http/simple-page.ts';
+import { escapeHtml, SIMPLE_PAGE_HEADERS, simplePage } from '../http/simple-page.ts';
 import { erasedAddressKey } from '../contacts/data-rights.ts';
 
 /** m: the message; legacy tokens (never issued now) also carried e: the address, c: the contact */
@@ -47,7 +47,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       simplePage(reply, 400, 'This link is not valid', '<p>The unsubscribe link is incomplete or was changed. Please use the link from the email.</p>');
     const unavailable = (reply: FastifyReply) => simplePage(reply, 503, 'Please try again in a moment', '<p>We could not process the link just now. Please try again in a minute.</p>');
 
-    scope.get('/unsubscribe/:token', { schema: { summary: 'Unsubscribe confirmation page', tags: ['email'], params: tokenParams } }, async (request, reply) => {
+    scope.get('/unsubscribe/:token', { helmet: SIMPLE_PAGE_HEADERS, schema: { summary: 'Unsubscribe confirmation page', tags: ['email'], params: tokenParams } }, async (request, reply) => {
       const payload = unsubscribeToken((request.params as { token: string }).token);
       if (!payload) return invalid(reply);
       let address: string | null;
@@ -72,7 +72,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     // Authenticated by the token in the URL, not a cookie: a cross-site POST (a webmail client
     // doing RFC 8058 one-click from its own origin, or the mail provider with no Origin at all)
     // is exactly what this route is for, so there is no Origin check here.
-    scope.post('/unsubscribe/:token', { schema: { summary: 'One-click unsubscribe (RFC 8058)', tags: ['email'], params: tokenParams } }, async (request, reply) => {
+    scope.post('/unsubscribe/:token', { helmet: SIMPLE_PAGE_HEADERS, schema: { summary: 'One-click unsubscribe (RFC 8058)', tags: ['email'], params: tokenParams } }, async (request, reply) => {
       const payload = unsubscribeToken((request.params as { token: string }).token);
       if (!payload) return invalid(reply);
       const now = deps.clock.now();
@@ -109,7 +109,7 @@ export async function emailRoutes(app: FastifyInstance, deps: AppDeps): Promise<
   // --- Click tracking ------------------------------------------------------------------------
   app.get(
     '/r/:token',
-    { schema: { summary: 'Tracked link: records the click, then redirects', tags: ['email'], params: { type: 'object', properties: { token: { type: 'string', maxLength: 4096 } }, required: ['token'] } } },
+    { helmet: SIMPLE_PAGE_HEADERS, schema: { summary: 'Tracked link: records the click, then redirects', tags: ['email'], params: { type: 'object', properties: { token: { type: 'string', maxLength: 4096 } }, required: ['token'] } } },
     async (request, reply) => {
       const { token } = request.params as { token: string };
       const payload = verifyToken<ClickToken>(secret, 'click', token, { acceptLegacy: true });

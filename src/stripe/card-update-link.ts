@@ -14,7 +14,7 @@ import type Stripe from 'stripe';
 import type { AppDeps } from '../app-deps.ts';
 import { signToken, verifyToken } from '../email/tokens.ts';
 import { stripeClientFromConfig } from './client.ts';
-import { escapeHtml, simplePage } from '../http/simple-page.ts';
+import { escapeHtml, SIMPLE_PAGE_HEADERS, simplePage } from '../http/simple-page.ts';
 
 export const CARD_UPDATE_TOKEN_KIND = 'card-update';
 
@@ -54,6 +54,7 @@ export async function cardUpdateRoutes(app: FastifyInstance, deps: AppDeps, opti
   app.get(
     '/billing/update/:token',
     {
+      helmet: SIMPLE_PAGE_HEADERS,
       schema: {
         summary: 'Update-card link: a fresh Stripe Billing Portal session (payment method update), else the hosted invoice',
         tags: ['billing'],
