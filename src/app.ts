@@ -28,6 +28,11 @@ import type { AppDeps } from './app-deps.ts';
 
 export type { AppDeps };
 
+/** Trust the nearest `hops` proxies (Fastify's numeric trustProxy, which its types omit). */
+function trustHops(hops: number): (address: string, hop: number) => boolean {
+  return (_address, hop) => hop < hops;
+}
+
 /** Builds the Fastify app; `server.ts` owns the process (listening, workers, shutdown). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Cast: Fastify infers its type from the pino Logger, which is wider than FastifyBaseLogger.
@@ -40,6 +45,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Stripe payloads and Segment batches can nest deeply; AJV coercion would hide bad input.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false, allowUnionTypes: true } },
     return503OnClosing: true,
+    // Behind a reverse proxy (TRUST_PROXY): the client address and protocol come from
+    // X-Forwarded-For / -Proto, for rate limits and the Secure cookie. Off by default, since
+    // otherwise anyone could pick their own address by sending the header.
+    trustProxy: typeof deps.config.trustProxy === 'number' ? trustHops(deps.config.trustProxy) : deps.config.trustProxy,
     // Signed tokens in email links (unsubscribe, click tracking) are longer than the default 100.
     routerOptions: { maxParamLength: 2048 },
   }) as unknown as FastifyInstance;

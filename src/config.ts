@@ -2,6 +2,8 @@
 // A malformed value stops start-up with one line naming the variable and what it expects.
 // A missing *secret* does not: the route that needs it answers 503 explaining what to set.
 
+import { isIP } from 'node:net';
+
 export const ROLES = ['all', 'api', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
 /** What a worker (ROLE=worker or all) runs; WORKER_TASKS picks a subset (default: all of them). */
@@ -53,6 +55,13 @@ export interface Config {
   adminTokens: string[];
   /** @fastify/rate-limit budgets (src/http/rate-limits.ts) */
   rateLimit: { perMinute: number; anonymousPerMinute: number; loginPerMinute: number };
+  /**
+   * TRUST_PROXY: Fastify's trustProxy. false (default): the client is the TCP peer and
+   * X-Forwarded-* are ignored; true: trust every hop; a number: trust that many hops; addresses /
+   * CIDRs: trust those proxies. Decides request.ip (rate limits, login throttling) and
+   * request.protocol / host (the Secure cookie, the dashboard's same-origin check).
+   */
+  trustProxy: boolean | number | string[];
   /** a scrape-only credential for GET /metrics (the admin token works too) */
   metricsToken: string | undefined;
   publicUrl: string;
@@ -213,6 +222,7 @@ export function loadConfig(env: Env = process.env): Config {
       // All login posts per address; failed ones are also throttled by the dashboard itself.
       loginPerMinute: number(env, 'LOGIN_RATE_LIMIT_PER_MINUTE', 60, 1, 10_000),
     },
+    trustProxy: trustProxy(env, 'TRUST_PROXY'),
     metricsToken: secret(env, 'METRICS_TOKEN'),
     publicUrl: (url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://localhost:${port}`).replace(/\/$/, ''),
     role: oneOf(env, 'ROLE', ROLES, 'all'),
@@ -256,6 +266,28 @@ function number(env: Env, name: string, fallback: number, min: number, max: numb
     throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected a number from ${min} to ${max}`);
   }
   return n;
+}
+
+/** "false" | "true" | a hop count | comma-separated IP addresses or CIDR ranges (see Config.trustProxy). */
+function trustProxy(env: Env, name: string): boolean | number | string[] {
+  const raw = str(env, name);
+  if (raw === undefined || /^(false|off|no|0)$/i.test(raw)) return false;
+  if (/^(true|on|yes)$/i.test(raw)) return true;
+  if (/^\d+$/.test(raw)) {
+    const hops = Number(raw);
+    if (hops <= 100) return hops;
+  }
+  const entries = raw.split(',').map((e) => e.trim()).filter((e) => e !== '');
+  const valid = (entry: string) => {
+    const [address, bits, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    if (family === 0 || extra !== undefined) return false;
+    return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+  };
+  if (entries.length === 0 || !entries.every(valid)) {
+    throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected true, false, a hop count (1-100), or comma-separated proxy addresses / CIDR ranges (e.g. 10.0.0.0/8,127.0.0.1)`);
+  }
+  return entries;
 }
 
 // "Name <addr@host>" or "addr@host".
