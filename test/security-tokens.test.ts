@@ -149,6 +149,15 @@ test('emails carry opaque links; the new and the legacy unsubscribe link work; l
   assert.equal((await app.inject({ method: 'POST', url: `/unsubscribe/${clickToken}`, headers: oneClick, payload: 'List-Unsubscribe=One-Click' })).statusCode, 400);
   assert.equal((await app.inject({ method: 'GET', url: `/r/${signToken(SECRET, 'unsubscribe', { m: leaver.id })}` })).statusCode, 400);
 
+  // After erasure a legacy link (which still carries the address) must not store it again: the
+  // message row is blanked and the address is suppressed by hash only.
+  assert.equal((await app.inject({ method: 'DELETE', url: `/v1/contacts/${leaver.contact_id}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).statusCode, 200);
+  const erasedLegacy = legacyToken(SECRET, 'unsubscribe', { e: LEAVER, c: leaver.contact_id, m: leaver.id });
+  assert.equal((await app.inject({ method: 'POST', url: `/unsubscribe/${erasedLegacy}`, headers: oneClick, payload: 'List-Unsubscribe=One-Click' })).statusCode, 200);
+  assert.equal((await svc.sql`select 1 from suppressions where email = ${LEAVER.toLowerCase()}`).length, 0, 'the erased address is not stored again');
+  const erasedPage = await app.inject({ method: 'GET', url: `/unsubscribe/${erasedLegacy}` });
+  assert.ok(!erasedPage.body.toLowerCase().includes('leaver'), 'nor shown');
+
   // A legacy click link still records and redirects.
   const legacyClick = await app.inject({ method: 'GET', url: `/r/${legacyToken(SECRET, 'click', { m: payer.id, u: 'https://app.example.test/old' })}` });
   assert.equal(legacyClick.statusCode, 302);
