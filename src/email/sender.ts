@@ -47,7 +47,7 @@ import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import type { Queryable, Sql } from '../db/connection.ts';
 import { reserveSlot } from './rate-limit.ts';
-import { signToken } from './tokens.ts';
+import { tokenCodec } from './tokens.ts';
 import { cardUpdateUrl, customerCardUpdateUrl, usesCardUpdateLink } from '../stripe/card-update-link.ts';
 import type { EmailTransport, OutgoingEmail, SendOutcome } from './transport.ts';
 import type { TemplateCatalog } from './template-catalog.ts';
@@ -265,7 +265,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       order by c.id`;
   }
 
-  const trackedLink = (messageId: string, url: string) => `${config.publicUrl}/r/${signToken(secret, 'click', { m: messageId, u: url })}`;
+  // Several link tokens per email: their keys are derived once per sender (tokens.ts).
+  const links = tokenCodec(secret);
+  const trackedLink = (messageId: string, url: string) => `${config.publicUrl}/r/${links.sign('click', { m: messageId, u: url })}`;
 
   /** `now` is the batch's creation time, so a re-send renders the same bytes as the first request. */
   function renderRow(row: PendingRow, now: Date): OutgoingEmail {
@@ -285,7 +287,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     // Only the message id: the unsubscribe route reads the address from the message row, so the
     // link carries no personal data even encrypted.
     const unsubscribe = marketing
-      ? `${config.publicUrl}/unsubscribe/${signToken(secret, 'unsubscribe', { m: row.id })}`
+      ? `${config.publicUrl}/unsubscribe/${links.sign('unsubscribe', { m: row.id })}`
       : null;
     // Dunning emails fix the card through our never-expiring update-card link (a fresh Billing
     // Portal session per click); payment confirmation (3-D Secure) needs the hosted invoice page.
@@ -295,9 +297,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
     const cardUpdate = !usesCardUpdateLink(row.template)
       ? null
       : invoice && invoiceId
-        ? cardUpdateUrl(config.publicUrl, secret, invoiceId, contactId)
+        ? cardUpdateUrl(config.publicUrl, links, invoiceId, contactId)
         : customerId
-          ? customerCardUpdateUrl(config.publicUrl, secret, customerId, contactId)
+          ? customerCardUpdateUrl(config.publicUrl, links, customerId, contactId)
           : null;
     const actionTarget = cardUpdate ?? invoice?.hosted_invoice_url ?? config.brand.appUrl;
     const data: RenderData = {

@@ -39,20 +39,47 @@ function keysOf(secret: string): TokenKeys {
 
 const aadOf = (kind: string) => Buffer.from(`lifeline-token\0v${VERSION}\0${kind}`);
 
+export interface VerifyOptions {
+  /** also accept the old signed-but-readable format (links in emails already sent) */
+  acceptLegacy?: boolean;
+}
+
+/**
+ * Tokens under one secret, its keys derived once: deriving them is about half the cost of a
+ * token, and the email sender makes several per email (hold one per sender, not per call).
+ */
+export interface TokenCodec {
+  /** An opaque token for `payload`, usable only as a token of `kind`. */
+  sign(kind: string, payload: Record<string, unknown>): string;
+  /** The payload, or null when the token is malformed, tampered with, or of another kind. */
+  verify<T extends Record<string, unknown>>(kind: string, token: string, options?: VerifyOptions): T | null;
+}
+
+export function tokenCodec(secret: string): TokenCodec {
+  const keys = keysOf(secret);
+  return {
+    sign: (kind, payload) => seal(keys, kind, payload),
+    verify: (kind, token, options = {}) => open(keys, secret, kind, token, options),
+  };
+}
+
 /** An opaque token for `payload`, usable only as a token of `kind`. */
 export function signToken(secret: string, kind: string, payload: Record<string, unknown>): string {
-  const keys = keysOf(secret);
+  return seal(keysOf(secret), kind, payload);
+}
+
+/** The payload, or null when the token is malformed, tampered with, or of another kind. */
+export function verifyToken<T extends Record<string, unknown>>(secret: string, kind: string, token: string, options: VerifyOptions = {}): T | null {
+  return open<T>(keysOf(secret), secret, kind, token, options);
+}
+
+function seal(keys: TokenKeys, kind: string, payload: Record<string, unknown>): string {
   const plaintext = Buffer.from(JSON.stringify(payload), 'utf8');
   const nonce = createHmac('sha256', keys.nonce).update(aadOf(kind)).update(plaintext).digest().subarray(0, NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', keys.encryption, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aadOf(kind));
   const sealed = Buffer.concat([cipher.update(plaintext), cipher.final()]);
   return Buffer.concat([Buffer.of(VERSION), nonce, sealed, cipher.getAuthTag()]).toString('base64url');
-}
-
-export interface VerifyOptions {
-  /** also accept the old signed-but-readable format (links in emails already sent) */
-  acceptLegacy?: boolean;
 }
 
 function asObject<T>(json: string): T | null {
@@ -64,8 +91,7 @@ function asObject<T>(json: string): T | null {
   }
 }
 
-/** The payload, or null when the token is malformed, tampered with, or of another kind. */
-export function verifyToken<T extends Record<string, unknown>>(secret: string, kind: string, token: string, options: VerifyOptions = {}): T | null {
+function open<T>(keys: TokenKeys, secret: string, kind: string, token: string, options: VerifyOptions): T | null {
   if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_CHARS) return null;
   if (token.includes('.')) return options.acceptLegacy ? verifyLegacyToken<T>(secret, kind, token) : null;
   if (!/^[A-Za-z0-9_-]+$/.test(token)) return null;
@@ -78,7 +104,7 @@ export function verifyToken<T extends Record<string, unknown>>(secret: string, k
   const tag = raw.subarray(raw.length - TAG_BYTES);
   const sealed = raw.subarray(1 + NONCE_BYTES, raw.length - TAG_BYTES);
   try {
-    const decipher = createDecipheriv('aes-256-gcm', keysOf(secret).encryption, nonce, { authTagLength: TAG_BYTES });
+    const decipher = createDecipheriv('aes-256-gcm', keys.encryption, nonce, { authTagLength: TAG_BYTES });
     decipher.setAAD(aadOf(kind));
     decipher.setAuthTag(tag);
     const plaintext = Buffer.concat([decipher.update(sealed), decipher.final()]);

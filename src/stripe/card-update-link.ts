@@ -12,7 +12,7 @@
 import type { FastifyInstance } from 'fastify';
 import type Stripe from 'stripe';
 import type { AppDeps } from '../app-deps.ts';
-import { signToken, verifyToken } from '../email/tokens.ts';
+import { tokenCodec, verifyToken, type TokenCodec } from '../email/tokens.ts';
 import { stripeClientFromConfig } from './client.ts';
 import { escapeHtml, SIMPLE_PAGE_HEADERS, simplePage } from '../http/simple-page.ts';
 
@@ -21,14 +21,16 @@ export const CARD_UPDATE_TOKEN_KIND = 'card-update';
 /** i: the invoice (dunning), or k: the Stripe customer (pre-dunning: no invoice yet); c: the contact */
 export type CardUpdateToken = { i?: string; k?: string; c: number | null };
 
-/** The never-expiring update-card URL for one contact and invoice. */
-export function cardUpdateUrl(publicUrl: string, secret: string, invoiceId: string, contactId: number | null): string {
-  return `${publicUrl}/billing/update/${signToken(secret, CARD_UPDATE_TOKEN_KIND, { i: invoiceId, c: contactId } satisfies CardUpdateToken)}`;
+const codecOf = (secret: string | TokenCodec) => (typeof secret === 'string' ? tokenCodec(secret) : secret);
+
+/** The never-expiring update-card URL for one contact and invoice (`secret`: the secret, or the sender's codec of it). */
+export function cardUpdateUrl(publicUrl: string, secret: string | TokenCodec, invoiceId: string, contactId: number | null): string {
+  return `${publicUrl}/billing/update/${codecOf(secret).sign(CARD_UPDATE_TOKEN_KIND, { i: invoiceId, c: contactId } satisfies CardUpdateToken)}`;
 }
 
 /** The same link for a customer with no failed invoice (pre-dunning). */
-export function customerCardUpdateUrl(publicUrl: string, secret: string, customerId: string, contactId: number | null): string {
-  return `${publicUrl}/billing/update/${signToken(secret, CARD_UPDATE_TOKEN_KIND, { k: customerId, c: contactId } satisfies CardUpdateToken)}`;
+export function customerCardUpdateUrl(publicUrl: string, secret: string | TokenCodec, customerId: string, contactId: number | null): string {
+  return `${publicUrl}/billing/update/${codecOf(secret).sign(CARD_UPDATE_TOKEN_KIND, { k: customerId, c: contactId } satisfies CardUpdateToken)}`;
 }
 
 /**
