@@ -245,9 +245,9 @@ test('a due run that always fails is retried with backoff, parked after 5 failur
   assert.deepEqual(await listDeadRuns(svc.sql), []);
 });
 
-test('a fact the engine cannot apply is parked as a dead letter (the rest of its batch goes on) and can be replayed', async (t) => {
+test('a fact the engine cannot apply is retried with backoff, then parked as a dead letter (the rest of its batch goes on) and can be replayed', async (t) => {
   const { listDeadFacts, replayDeadFacts } = await import('../src/workflows/engine-dead-letters.ts');
-  const { svc } = await setup(t, { FREQUENCY_CAP: 'off' });
+  const { svc, clock } = await setup(t, { FREQUENCY_CAP: 'off' });
   await publish(svc, {
     key: 'waiter',
     name: 'waiter',
@@ -267,9 +267,22 @@ test('a fact the engine cannot apply is parked as a dead letter (the rest of its
   for (const user of ['bad', 'good']) await post(svc, '/v1/track', { userId: user, event: 'Project Created' });
   await svc.drain();
   assert.deepEqual(await messages(svc, 'waiter'), [['good@example.test', 'onboarding-day1', T.toISOString()]], 'the other contact is not held up');
+  // Failed once: retried with backoff (it may be a passing problem), not parked yet.
+  const [failing] = await svc.sql<{ engine_attempts: number; engine_error: string | null; engine_retry_at: Date | null }[]>`
+    select engine_attempts, engine_error, engine_retry_at from domain_events where name = 'Project Created' and engine_processed_at is null`;
+  assert.equal(failing?.engine_attempts, 1);
+  assert.ok(failing?.engine_error);
+  assert.ok(failing?.engine_retry_at && failing.engine_retry_at.getTime() > clock.now().getTime());
+  assert.deepEqual(await listDeadFacts(svc.sql), []);
+  // Each retry fails the same way; the fifth attempt parks it (ENGINE_FEED_QUEUE.maxAttempts).
+  for (let attempt = 2; attempt <= 5; attempt++) {
+    clock.set(new Date(clock.now().getTime() + 16 * 60_000));
+    await svc.drain();
+  }
   const dead = await listDeadFacts(svc.sql);
   assert.deepEqual(dead.map((d) => d.name), ['Project Created']);
   assert.ok(dead[0]!.error);
+  assert.equal(dead[0]!.attempts, 5);
 
   await svc.sql`update workflow_runs set state = ${JSON.stringify(bad!.state)}::text::jsonb where id = ${bad!.id}`;
   assert.equal(await replayDeadFacts(svc.sql, dead.map((d) => Number(d.id))), 1);

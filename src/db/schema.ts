@@ -280,10 +280,14 @@ export const domainEvents = pgTable(
     /** the engine could not apply this fact (dead letter; replay clears it) */
     engineError: text('engine_error'),
     engineDeadAt: tstz('engine_dead_at'),
+    /** the engine feed's work-queue bookkeeping (migration 0012): lane by contact, attempts, backoff */
+    engineLane: smallint('engine_lane').generatedAlwaysAs(sql`(hashtext(coalesce(contact_id, 0)::text) & 7)`),
+    engineAttempts: integer('engine_attempts').notNull().default(0),
+    engineRetryAt: tstz('engine_retry_at'),
   },
   (t) => [
     uniqueIndex('domain_events_dedupe_key').on(t.dedupeKey),
-    index('domain_events_engine_pending_idx').on(t.id).where(sql`engine_processed_at is null`),
+    index('domain_events_engine_due_idx').on(t.engineLane, t.id).where(sql`engine_processed_at is null and engine_dead_at is null`),
     index('domain_events_engine_dead_idx').on(t.engineDeadAt).where(sql`engine_dead_at is not null`),
     index('domain_events_contact_idx').on(t.contactId, t.name, t.occurredAt),
     index('domain_events_account_idx').on(t.accountId, t.name, t.occurredAt),

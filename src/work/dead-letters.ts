@@ -61,7 +61,7 @@ function queues(deps: AppDeps): Record<string, DeadQueue> {
     },
     domain_events: {
       list: async (limit) =>
-        (await listDeadFacts(sql, limit)).map((f) => ({ queue: 'domain_events', id: String(f.id), attempts: 1, last_error: f.error, dead_at: f.deadAt })),
+        (await listDeadFacts(sql, limit)).map((f) => ({ queue: 'domain_events', id: String(f.id), attempts: f.attempts, last_error: f.error, dead_at: f.deadAt })),
       replay: async (ids) => {
         const wanted = numeric(ids);
         const dead = (await sql<{ id: number }[]>`select id from domain_events where id = any(${wanted}::bigint[]) and engine_dead_at is not null`).map((r) => r.id);

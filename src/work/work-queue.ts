@@ -26,8 +26,13 @@ import type { Queryable, Sql, Tx } from '../db/connection.ts';
 export interface QueueSpec {
   /** queue name: the key in work_partitions and in the dead-letter API */
   name: string;
-  /** item table: needs lane, attempts, retry_at, last_error, dead_at and the done column */
+  /** item table: needs lane, attempts, retry_at, last_error, dead_at (or the `columnNames` given) and the done column */
   table: string;
+  /**
+   * Other names for the bookkeeping columns, for a table whose own columns already use these
+   * names or that is more than a queue (the timeline: domain_events.engine_*).
+   */
+  columnNames?: { lane?: string; attempts?: string; retryAt?: string; lastError?: string; deadAt?: string };
   idType: 'text' | 'bigint';
   /** order of items within a partition (SQL, e.g. 'created, id') */
   order: string;
@@ -141,7 +146,17 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
   const idType = sql.unsafe(spec.idType);
   const order = sql.unsafe(spec.order);
   const columns = sql.unsafe(spec.columns);
-  const pending = (now: Date) => sql`${done} is null and dead_at is null and (retry_at is null or retry_at <= ${now})`;
+  // Bookkeeping column names: code constants (QueueSpec), quoted as identifiers.
+  const quoted = (name: string) => `"${name.replaceAll('"', '""')}"`;
+  const ident = (name: string) => sql.unsafe(quoted(name));
+  const names = spec.columnNames ?? {};
+  const lane = ident(names.lane ?? 'lane');
+  const attemptsName = quoted(names.attempts ?? 'attempts');
+  const attempts = sql.unsafe(attemptsName);
+  const retryAtCol = ident(names.retryAt ?? 'retry_at');
+  const lastError = ident(names.lastError ?? 'last_error');
+  const deadAt = ident(names.deadAt ?? 'dead_at');
+  const pending = (now: Date) => sql`${done} is null and ${deadAt} is null and (${retryAtCol} is null or ${retryAtCol} <= ${now})`;
   /** SQL for the retry time after the attempt that makes `attempts` (the new count) */
   const retryAt = (db: Queryable, now: Date, attempts: ReturnType<Queryable['unsafe']>) =>
     db`${now}::timestamptz + make_interval(secs => least(${spec.backoff.maxMs}::float8, ${spec.backoff.baseMs}::float8 * power(2, greatest(${attempts} - 1, 0))) / 1000.0)`;
@@ -150,10 +165,10 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     // The previous holder never finished: its items used up an attempt (no backoff: the lease
     // time was the wait), and the last allowed one parks them.
     await sql`
-      update ${table} set attempts = attempts + 1,
-        last_error = 'lease expired: the worker holding this item stopped or hung',
-        dead_at = case when attempts + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end
-      where id = any(${oldIds}::${idType}[]) and ${done} is null and dead_at is null`;
+      update ${table} set ${attempts} = ${attempts} + 1,
+        ${lastError} = 'lease expired: the worker holding this item stopped or hung',
+        ${deadAt} = case when ${attempts} + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end
+      where id = any(${oldIds}::${idType}[]) and ${done} is null and ${deadAt} is null`;
   }
 
   // Which partitions have due items: one probe per partition with the partition number as a
@@ -165,7 +180,7 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
   // pending items" led the planner to seq-scan for one, through every item already done at the
   // head of the table (60–90 ms per claim 10,000 items into a burst).
   const probes = (now: Date) =>
-    Array.from({ length: spec.partitions }, (_, p) => sql`select ${sql.unsafe(String(p))}::int as partition where (select e.id from ${table} e where e.lane = ${sql.unsafe(String(p))} and ${pending(now)} order by e.lane, ${order} limit 1) is not null`)
+    Array.from({ length: spec.partitions }, (_, p) => sql`select ${sql.unsafe(String(p))}::int as partition where (select e.id from ${table} e where e.${lane} = ${sql.unsafe(String(p))} and ${pending(now)} order by e.${lane}, ${order} limit 1) is not null`)
       .reduce((all, probe) => sql`${all} union all ${probe}`);
 
   async function claim(limit: number): Promise<Lease | null> {
@@ -190,7 +205,7 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     const [taken] = await sql<{ claimed: string[] | null }[]>`
       update work_partitions set claimed = (
         select coalesce(array_agg(item::text), '{}') from (
-          select e.id as item from ${table} e where e.lane = ${row.partition} and ${pending(now)}
+          select e.id as item from ${table} e where e.${lane} = ${row.partition} and ${pending(now)}
           order by ${order} limit ${limit}) i)
       where queue = ${spec.name} and partition = ${row.partition} and token = ${row.token}
       returning claimed`;
@@ -207,15 +222,15 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
   async function finish(tx: Tx, lease: Lease, ok: string[], failures: { id: string; error: string; retryAfterMs?: number | null }[]): Promise<void> {
     const now = clock.now();
     if (ok.length > 0) {
-      await tx`update ${table} set ${done} = ${now}, attempts = attempts + 1, last_error = null, retry_at = null
+      await tx`update ${table} set ${done} = ${now}, ${attempts} = ${attempts} + 1, ${lastError} = null, ${retryAtCol} = null
                where id = any(${ok}::${idType}[]) and ${done} is null`;
     }
     if (failures.length > 0) {
-      const attempts = tx.unsafe('attempts + 1');
+      const next = tx.unsafe(`${attemptsName} + 1`);
       await tx`
-        update ${table} t set attempts = t.attempts + 1, last_error = f.error,
-          dead_at = case when t.attempts + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end,
-          retry_at = coalesce(${now}::timestamptz + make_interval(secs => f.retry_ms / 1000.0), ${retryAt(tx, now, attempts)})
+        update ${table} t set ${attempts} = t.${attempts} + 1, ${lastError} = f.error,
+          ${deadAt} = case when t.${attempts} + 1 >= ${spec.maxAttempts} then ${now}::timestamptz end,
+          ${retryAtCol} = coalesce(${now}::timestamptz + make_interval(secs => f.retry_ms / 1000.0), ${retryAt(tx, now, next)})
         from unnest(${failures.map((f) => f.id)}::text[], ${failures.map((f) => f.error)}::text[],
                     ${failures.map((f) => (f.retryAfterMs === undefined || f.retryAfterMs === null ? null : Math.max(0, Math.round(f.retryAfterMs))))}::float8[]) as f(id, error, retry_ms)
         where t.id = f.id::${idType} and t.${done} is null`;
@@ -263,7 +278,7 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
         const rows = await tx<Row[]>`
           with leased as materialized (select * from ${table} where id = any(${lease.ids}::${idType}[]))
           select ${columns} from leased
-          where ${done} is null and dead_at is null
+          where ${done} is null and ${deadAt} is null
           order by ${order}`;
         const failed = new Map<string, { error: string; retryAfterMs: number | null }>();
         await handler(tx, [...rows], { fail: (id, error, retryAfterMs) => failed.set(String(id), { error: failureText(error), retryAfterMs: retryAfterMs ?? null }) });
@@ -304,14 +319,14 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     runBatch,
     async dead(limit) {
       return sql<DeadLetter[]>`
-        select ${spec.name} as queue, id::text as id, attempts, last_error, dead_at from ${table}
-        where dead_at is not null order by dead_at desc, id limit ${limit}`;
+        select ${spec.name} as queue, id::text as id, ${attempts} as attempts, ${lastError} as last_error, ${deadAt} as dead_at from ${table}
+        where ${deadAt} is not null order by ${deadAt} desc, id limit ${limit}`;
     },
     async replay(ids) {
       if (ids.length === 0) return [];
       const rows = await sql<{ id: string }[]>`
-        update ${table} set dead_at = null, attempts = 0, retry_at = null
-        where id::text = any(${ids}::text[]) and dead_at is not null and ${done} is null
+        update ${table} set ${deadAt} = null, ${attempts} = 0, ${retryAtCol} = null
+        where id::text = any(${ids}::text[]) and ${deadAt} is not null and ${done} is null
         returning id::text as id`;
       if (rows.length > 0 && spec.channel) await sql`select pg_notify(${spec.channel}, '')`;
       return rows.map((r) => r.id);

@@ -19,6 +19,7 @@ export interface DeadFact {
   name: string;
   contactId: number | null;
   error: string | null;
+  attempts: number;
   deadAt: Date;
 }
 
@@ -38,13 +39,13 @@ export async function replayDeadRuns(db: Queryable, ids: number[], now: Date): P
 
 export async function listDeadFacts(db: Queryable, limit = 100): Promise<DeadFact[]> {
   return [...await db<DeadFact[]>`
-    select id, name, contact_id as "contactId", engine_error as error, engine_dead_at as "deadAt"
+    select id, name, contact_id as "contactId", engine_error as error, engine_attempts as attempts, engine_dead_at as "deadAt"
     from domain_events where engine_dead_at is not null order by engine_dead_at, id limit ${limit}`];
 }
 
 export async function replayDeadFacts(db: Queryable, ids: number[]): Promise<number> {
   const rows = await db`
-    update domain_events set engine_processed_at = null, engine_error = null, engine_dead_at = null
+    update domain_events set engine_processed_at = null, engine_error = null, engine_dead_at = null, engine_attempts = 0, engine_retry_at = null
     where id = any(${ids}::bigint[]) and engine_dead_at is not null
     returning id`;
   if (rows.length > 0) await db`select pg_notify(${DOMAIN_EVENT_CHANNEL}, '')`;

@@ -12,6 +12,9 @@ import type { Config } from '../config.ts';
 import type { Queryable, Sql, Tx } from '../db/connection.ts';
 import { DOMAIN_EVENT_CHANNEL } from '../timeline/domain-event-store.ts';
 import { bossDb } from '../jobs/boss-db.ts';
+import { isDatabaseConnectionError, outageAwareLogger } from '../process-errors.ts';
+import { createBackgroundLoop } from '../work/background-loop.ts';
+import { createWorkQueue, failureText, LeaseLostError, type BatchReport, type QueueSpec } from '../work/work-queue.ts';
 import { OUTBOX_CHANNEL } from '../email/sender.ts';
 import { buildScope } from './interpreter.ts';
 import {
@@ -43,6 +46,8 @@ const MAX_IN_FLIGHT = 2000;
 const BACKLOG_TICK_MS = 100;
 /** Timeline facts fed per transaction (their reads are prefetched set-based, see FeedCache). */
 const FEED_BATCH = 250;
+/** Feed lanes per instance (each holds one of ENGINE_FEED_QUEUE's partitions at a time). */
+const FEED_LANES = 3;
 /** Failed advances of one run before it is parked as a dead letter, and the retry backoff. */
 const MAX_RUN_FAILURES = 5;
 const RUN_RETRY_BASE_MS = 60_000;
@@ -50,9 +55,30 @@ const RUN_RETRY_MAX_MS = 60 * 60_000;
 /** A handed-over run not advanced after this long (its job was lost) is handed over again. */
 const REHAND_AFTER_MS = 5 * 60_000;
 
-// Only one instance feeds the timeline to the engine at a time (facts of one contact must reach
-// its runs in order); other instances skip the pass. Runs are advanced in parallel elsewhere.
-const EVENT_FEED_LOCK = 0x11fe12;
+/**
+ * The timeline as a work queue (migration 0012): facts are partitioned by contact, so the facts
+ * of one contact reach its runs in timeline order and never through two feeders at once (across
+ * instances too), while different contacts are fed in parallel. Runs of one contact touched by
+ * facts of several lanes (an account's runs, teammates' held sends) are serialized by the
+ * per-contact locks every feed transaction takes up front (contact-locks.ts), so lanes cannot
+ * deadlock. The feed only writes our tables: asynchronous commit (the argument is in
+ * work/work-queue.ts; emails it queues go out after the sender's synchronous commit).
+ */
+export const ENGINE_FEED_QUEUE: QueueSpec = {
+  name: 'engine_feed',
+  table: 'domain_events',
+  idType: 'bigint',
+  order: 'id',
+  columns: 'id, name, contact_id, account_id, properties, occurred_at',
+  doneColumn: 'engine_processed_at',
+  columnNames: { lane: 'engine_lane', attempts: 'engine_attempts', retryAt: 'engine_retry_at', lastError: 'engine_error', deadAt: 'engine_dead_at' },
+  partitions: 8,
+  maxAttempts: 5,
+  backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
+  leaseMs: 60_000,
+  channel: DOMAIN_EVENT_CHANNEL,
+  asyncCommit: true,
+};
 
 interface RunRow {
   id: number;
@@ -147,6 +173,7 @@ const toFact = (row: DomainEventRow): EventFact => ({
 
 export function createEngine(deps: EngineDeps): Engine {
   const { sql, boss, clock, logger, config } = deps;
+  const logOutage = outageAwareLogger(logger);
   // Versions are immutable, so a definition once read never changes.
   const versions = new Map<string, WorkflowDefinition>();
 
@@ -676,75 +703,78 @@ export function createEngine(deps: EngineDeps): Engine {
   };
 
   /**
-   * One batch of timeline facts in one transaction. `pipelined`: groups of unrelated facts
-   * (no shared contact or account) are fed concurrently, so postgres.js pipelines their queries
-   * (one round trip carries many); facts of one group go in order. If anything fails the whole
-   * transaction is gone, and the caller redoes the batch `one_by_one`: a savepoint per fact, a
-   * fact that can never be applied is logged and skipped rather than blocking every later one.
+   * One claimed batch of timeline facts (one lane: the facts of some contacts, in timeline
+   * order), in the work queue's transaction. Groups of unrelated facts (no shared contact or
+   * account) are fed concurrently, so postgres.js pipelines their queries (one round trip carries
+   * many); facts of one group go in order. If that fails (not transiently), it is redone one fact
+   * per savepoint: a fact that cannot be applied fails alone — retried with backoff, parked as a
+   * dead letter after ENGINE_FEED_QUEUE.maxAttempts — and the others are fed.
+   * Transient failures (deadlock, serialization, lost connection) abort the batch; the queue
+   * retries it.
    */
-  async function feedBatch(mode: 'pipelined' | 'one_by_one'): Promise<number> {
-    return sql.begin(async (tx: Tx) => {
-      // Asynchronous commit: the feed only writes our tables; emails it queues are sent after
-      // the sender's synchronous batch commit, which makes this one durable first (the
-      // argument is ASYNC_COMMIT_ARGUMENT in work/work-queue.ts).
-      await tx`set local synchronous_commit = off`;
-      const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${EVENT_FEED_LOCK}) as ok`;
-      if (!lock?.ok) return 0;
-      const events = await tx<DomainEventRow[]>`
-        select id, name, contact_id, account_id, properties, occurred_at from domain_events
-        where engine_processed_at is null order by id limit ${FEED_BATCH}`;
-      if (events.length === 0) return 0;
-      const live = await activeWorkflows(tx);
-      await lockContacts(tx, await contactsTouchedBy(tx, events));
-      if (mode === 'pipelined') {
-        const { cache, matter } = await prefetchFeed(tx, events, live);
+  async function feedRows(tx: Tx, events: DomainEventRow[], report: BatchReport): Promise<void> {
+    if (events.length === 0) return;
+    const live = await activeWorkflows(tx);
+    await lockContacts(tx, await contactsTouchedBy(tx, events));
+    try {
+      await tx.savepoint(async (sp) => {
+        const { cache, matter } = await prefetchFeed(sp as Tx, events, live);
         const fed = events.filter((e) => matter.has(Number(e.id)));
         const outcomes = await Promise.allSettled(
           relatedGroups(fed).map(async (group) => {
-            for (const event of group) await handleEvent(tx, event, live, cache);
+            for (const event of group) await handleEvent(sp as Tx, event, live, cache);
           }),
         );
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
         if (failed) throw failed.reason;
-        for (const event of fed) await releaseHolds(tx, event, cache);
-        await writeTrace(tx, cache.trace);
-      } else {
-        for (const event of events) {
-          try {
-            await tx.savepoint(async (sp) => {
-              await handleEvent(sp as Tx, event, live);
-              await releaseHolds(sp as Tx, event);
-            });
-          } catch (err) {
-            if (isTransient(err)) throw err;
-            // Parked, not lost: listed as a dead letter (deadLetterFacts) and replayable.
-            const message = (err instanceof Error ? err.message : String(err)).slice(0, 500);
-            logger.error({ eventId: event.id, error: message }, 'workflow engine could not apply a fact; parked as a dead letter');
-            await tx`update domain_events set engine_error = ${message}, engine_dead_at = ${clock.now()} where id = ${event.id}`;
-          }
-        }
+        for (const event of fed) await releaseHolds(sp as Tx, event, cache);
+        await writeTrace(sp as Tx, cache.trace);
+      });
+      return;
+    } catch (err) {
+      if (isTransient(err)) throw err;
+      logger.warn({ facts: events.length, error: failureText(err) }, 'a fact failed in a pipelined batch: feeding the batch one fact at a time');
+    }
+    for (const event of events) {
+      try {
+        await tx.savepoint(async (sp) => {
+          await handleEvent(sp as Tx, event, live);
+          await releaseHolds(sp as Tx, event);
+        });
+      } catch (err) {
+        if (isTransient(err)) throw err;
+        logger.error({ eventId: event.id, error: failureText(err) }, 'workflow engine could not apply a fact; will retry, then park it as a dead letter');
+        report.fail(event.id, err);
       }
-      await tx`update domain_events set engine_processed_at = ${clock.now()} where id = any(${events.map((e) => e.id)}::bigint[])`;
-      return events.length;
-    });
+    }
   }
 
-  async function processEvents(): Promise<number> {
+  const feedQueue = createWorkQueue({ sql, clock }, ENGINE_FEED_QUEUE);
+  const feedOnce = () => feedQueue.runBatch<DomainEventRow>(FEED_BATCH, feedRows);
+
+  /** One lane: batches until its partitions have nothing due (or the database is away). */
+  async function feedLane(signal?: AbortSignal): Promise<number> {
     let total = 0;
-    for (;;) {
+    while (!signal?.aborted) {
       let handled: number;
       try {
-        handled = await feedBatch('pipelined');
+        handled = await feedOnce();
       } catch (err) {
-        // Transient failures (deadlock, serialization, lost connection): the facts are fed again
-        // on the next pass.
-        if (isTransient(err)) throw err;
-        logger.warn({ error: (err as Error).message }, 'a fact failed in a pipelined batch: feeding the batch one fact at a time');
-        handled = await feedBatch('one_by_one');
+        // A lost lease: another lane took the partition over; anything else was charged to the
+        // batch's facts by the queue (they come back after their backoff).
+        if (err instanceof LeaseLostError) logger.warn({ error: err.message }, 'engine feed lease lost; another lane took the partition over');
+        else if (isDatabaseConnectionError(err)) logOutage(err, {}, 'engine feed batch failed');
+        else logger.error({ error: failureText(err) }, 'engine feed batch failed');
+        return total;
       }
       total += handled;
       if (handled === 0) return total;
     }
+    return total;
+  }
+
+  async function processEvents(): Promise<number> {
+    return feedLane();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -919,23 +949,19 @@ export function createEngine(deps: EngineDeps): Engine {
 
   let running = false;
   let timer: NodeJS.Timeout | null = null;
-  let unlisten: (() => Promise<void>) | null = null;
-  let feeding: Promise<unknown> | null = null;
-  let feedAgain = false;
-
-  const wakeFeed = () => {
-    if (feeding) {
-      feedAgain = true;
-      return;
-    }
-    feeding = (async () => {
-      do {
-        feedAgain = false;
-        await processEvents().catch((err) => logger.error({ error: (err as Error).message }, 'engine event feed failed'));
-      } while (feedAgain && running);
-      feeding = null;
-    })();
-  };
+  // FEED_LANES lanes of this instance, each holding one partition of the timeline at a time;
+  // NOTIFY on the timeline channel wakes them, a poll is the safety net.
+  const feedLoop = createBackgroundLoop({
+    name: 'engine-feed',
+    sql,
+    logger,
+    channels: [DOMAIN_EVENT_CHANNEL],
+    pollMs: 1000,
+    async run(signal) {
+      const lanes = await Promise.all(Array.from({ length: FEED_LANES }, () => feedLane(signal)));
+      return lanes.reduce((a, b) => a + b, 0);
+    },
+  });
 
   return {
     processEvents,
@@ -956,11 +982,9 @@ export function createEngine(deps: EngineDeps): Engine {
           await advanceDueBatch(jobs.map((job) => job.data.runId));
         },
       );
-      const listener = await sql.listen(DOMAIN_EVENT_CHANNEL, wakeFeed);
-      unlisten = listener.unlisten;
+      await feedLoop.start();
       const loop = () => {
         if (!running) return;
-        wakeFeed();
         tick()
           .catch((err) => logger.error({ error: (err as Error).message }, 'engine tick failed'))
           .finally(() => {
@@ -972,8 +996,7 @@ export function createEngine(deps: EngineDeps): Engine {
     async stop() {
       running = false;
       if (timer) clearTimeout(timer);
-      if (unlisten) await unlisten().catch(() => {});
-      if (feeding) await feeding;
+      await feedLoop.stop();
     },
   };
 }
