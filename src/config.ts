@@ -29,6 +29,12 @@ export interface Config {
     portalReturnUrl: string | undefined;
     /** RECOVERY_PAY_ON_CARD_UPDATE=on|off: pay open failed invoices when the card changes (default on; needs STRIPE_SECRET_KEY) */
     payOnCardUpdate: boolean;
+    /**
+     * RECOVERY_ALERT_MRR: MRR thresholds per currency (lower-case ISO 4217 → minor units), e.g.
+     * "100000 usd, 90000 eur"; the built-in billing-recovery alerts when a failing customer's MRR
+     * in the invoice's currency is at or above that currency's threshold. Empty: no MRR alert.
+     */
+    alertMrr: Readonly<Record<string, number>>;
   };
   /** Pre-dunning (issue 13): expiring cards checked before the renewal */
   preDunning: {
@@ -200,6 +206,7 @@ export function loadConfig(env: Env = process.env): Config {
     recovery: {
       portalReturnUrl: url(env, 'RECOVERY_PORTAL_RETURN_URL', ['http:', 'https:']),
       payOnCardUpdate: oneOf(env, 'RECOVERY_PAY_ON_CARD_UPDATE', ['on', 'off'] as const, 'on') === 'on',
+      alertMrr: moneyThresholds(env, 'RECOVERY_ALERT_MRR'),
     },
     preDunning: {
       noticeDays: int(env, 'PRE_DUNNING_NOTICE_DAYS', 7, 1, 60),
@@ -266,6 +273,25 @@ function number(env: Env, name: string, fallback: number, min: number, max: numb
     throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected a number from ${min} to ${max}`);
   }
   return n;
+}
+
+/**
+ * Amounts per currency: "<minor units> <currency>" entries, comma-separated ("100000 usd, 90000 eur").
+ * The currency is required: a bare number would compare cents with yen.
+ */
+function moneyThresholds(env: Env, name: string): Readonly<Record<string, number>> {
+  const raw = str(env, name);
+  if (raw === undefined) return {};
+  const thresholds: Record<string, number> = {};
+  for (const entry of raw.split(',').map((e) => e.trim())) {
+    const m = /^(\d{1,15})\s+([a-zA-Z]{3})$/.exec(entry);
+    const currency = m?.[2]?.toLowerCase();
+    if (!m || currency === undefined || Object.hasOwn(thresholds, currency)) {
+      throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected "<amount in minor units> <currency>" entries, comma-separated, one per currency, e.g. "100000 usd, 90000 eur"`);
+    }
+    thresholds[currency] = Number(m[1]);
+  }
+  return Object.freeze(thresholds);
 }
 
 /** "false" | "true" | a hop count | comma-separated IP addresses or CIDR ranges (see Config.trustProxy). */

@@ -25,6 +25,10 @@ test('a malformed value gives one line naming the variable and what it expects',
     [{ PUBLIC_URL: 'ftp://x' }, /^PUBLIC_URL is invalid/],
     [{ PRE_DUNNING_NOTICE_DAYS: '0' }, /^PRE_DUNNING_NOTICE_DAYS="0" is invalid: expected an integer from 1 to 60$/],
     [{ PRE_DUNNING_NOTICE_DAYS: 'a week' }, /^PRE_DUNNING_NOTICE_DAYS="a week" is invalid/],
+    [{ RECOVERY_ALERT_MRR: '100000' }, /^RECOVERY_ALERT_MRR="100000" is invalid: expected "<amount in minor units> <currency>" entries, comma-separated, one per currency, e.g. "100000 usd, 90000 eur"$/],
+    [{ RECOVERY_ALERT_MRR: '1000.50 usd' }, /^RECOVERY_ALERT_MRR=/],
+    [{ RECOVERY_ALERT_MRR: '100000 usd, 5 USD' }, /^RECOVERY_ALERT_MRR=.*one per currency/],
+    [{ RECOVERY_ALERT_MRR: '100000 dollars' }, /^RECOVERY_ALERT_MRR=/],
     [{ STRIPE_WEBHOOK_SECRET: 'sk_live_oops' }, /^STRIPE_WEBHOOK_SECRET is invalid: expected a value starting with "whsec_"$/],
   ];
   for (const [env, pattern] of cases) {
@@ -58,4 +62,9 @@ test('WORKER_TASKS: a worker runs every task by default, or the ones listed', ()
 test('PRE_DUNNING_NOTICE_DAYS: 7 by default, else the given whole number of days', () => {
   assert.equal(loadConfig({}).preDunning.noticeDays, 7);
   assert.equal(loadConfig({ PRE_DUNNING_NOTICE_DAYS: ' 3 ' }).preDunning.noticeDays, 3);
+});
+
+test('RECOVERY_ALERT_MRR: thresholds per currency in minor units (lower-cased); unset → none', () => {
+  assert.deepEqual(loadConfig({}).recovery.alertMrr, {});
+  assert.deepEqual(loadConfig({ RECOVERY_ALERT_MRR: ' 100000 USD ,90000 eur,5000000 jpy' }).recovery.alertMrr, { usd: 100_000, eur: 90_000, jpy: 5_000_000 });
 });

@@ -197,3 +197,117 @@ test('a notify step in a published definition alerts only above an MRR threshold
   assert.equal(await svc.slack.drain(), 0);
   assert.equal(slack.received.length, 1);
 });
+
+// The built-in billing-recovery definition alerts by itself (issue 13): above RECOVERY_ALERT_MRR
+// (per currency, in the failed invoice's currency) at the failure, and when the case is lost.
+async function failing(svc: Awaited<ReturnType<typeof build>>, c: string, subs: Array<{ amount: number; currency: string }>, currency = subs[0]!.currency) {
+  const customer = { id: c, object: 'customer', email: `${c}@x.test`, name: c, invoice_settings: { default_payment_method: 'pm_1' }, metadata: {}, created: 1_750_000_000 };
+  const events: Array<[string, Record<string, unknown>, number]> = [['customer.created', customer, 1_759_000_000]];
+  subs.forEach((s, i) => events.push(['customer.subscription.created', subscription({ id: `sub_${c}_${i}`, customer: c, unit_amount: s.amount, currency: s.currency }), 1_759_000_000]));
+  events.push(['invoice.payment_failed', invoice({ id: `in_${c}`, customer: c, subscription: `sub_${c}_0`, amount_due: subs[0]!.amount, currency }), 1_760_400_000]);
+  for (const [type, object, created] of events) assert.equal((await deliver(svc.app, envelope(type, object, { created }))).statusCode, 200);
+}
+
+test('built-in billing recovery: alerts above RECOVERY_ALERT_MRR in the invoice currency, and when a case is lost; once each', async (t) => {
+  const slack = await fakeSlack(t);
+  const clock = new ManualClock('2025-10-16T12:00:00Z');
+  const svc = await build(t, { clock, env: { SLACK_WEBHOOK_URL: slack.url, RECOVERY_ALERT_MRR: '100000 usd, 900000 eur' } });
+  await failing(svc, 'cus_big', [{ amount: 250_000, currency: 'usd' }, { amount: 10_000, currency: 'eur' }]);
+  await failing(svc, 'cus_small', [{ amount: 2_000, currency: 'usd' }]);
+  // 500,000 in eur is under the eur threshold; it is never compared with the usd one
+  await failing(svc, 'cus_eu', [{ amount: 500_000, currency: 'eur' }]);
+  // two subscriptions of 60,000 usd: 120,000 usd of MRR together (one currency: added)
+  await failing(svc, 'cus_two', [{ amount: 60_000, currency: 'usd' }, { amount: 60_000, currency: 'usd' }]);
+  await svc.drain();
+  const rows = async () => (await svc.sql<{ id: string; run_key: string; step_id: string }[]>`
+    select n.id, r.run_key, n.step_id from slack_notifications n join workflow_runs r on r.id = n.run_id order by r.run_key, n.step_id`).map((r) => [r.run_key, r.step_id]);
+  assert.deepEqual(await rows(), [['in_cus_big', 'alert_high_mrr'], ['in_cus_two', 'alert_high_mrr']]);
+  assert.equal(await svc.slack.drain(), 2);
+  assert.deepEqual(slack.received.map((m) => m.text), ['Payment failed on a high-MRR account', 'Payment failed on a high-MRR account']);
+
+  // lost: the small customer's invoice is written off; the eur customer's subscription is canceled unpaid
+  clock.advance(9 * 86_400_000);
+  assert.equal((await deliver(svc.app, envelope('invoice.marked_uncollectible', invoice({ id: 'in_cus_small', customer: 'cus_small', subscription: 'sub_cus_small_0', amount_due: 2_000, status: 'uncollectible' }), { created: 1_761_200_000 }))).statusCode, 200);
+  assert.equal((await deliver(svc.app, envelope('customer.subscription.deleted', subscription({ id: 'sub_cus_eu_0', customer: 'cus_eu', status: 'canceled', unit_amount: 500_000, currency: 'eur', cancellation_reason: 'payment_failed' }), { created: 1_761_200_000 }))).statusCode, 200);
+  // and the big customer pays: recovered, no alert
+  assert.equal((await deliver(svc.app, envelope('invoice.paid', invoice({ id: 'in_cus_big', customer: 'cus_big', subscription: 'sub_cus_big_0', amount_due: 250_000, status: 'paid' }), { created: 1_761_200_000 }))).statusCode, 200);
+  await svc.drain();
+  assert.deepEqual(await rows(), [
+    ['in_cus_big', 'alert_high_mrr'],
+    ['in_cus_eu', 'alert_lost_canceled'],
+    ['in_cus_small', 'alert_lost_written_off'],
+    ['in_cus_two', 'alert_high_mrr'],
+  ]);
+  assert.equal(await svc.slack.drain(), 2);
+  const lost = slack.received.slice(2).map((m) => m.text).sort();
+  assert.deepEqual(lost, ['Payment recovery lost: the invoice was written off', 'Payment recovery lost: the subscription was canceled unpaid']);
+  const written = slack.received.find((m) => m.text.includes('written off'))!;
+  const fields = (written.blocks[1] as { fields: Array<{ text: string }> }).fields.map((f) => f.text);
+  assert.ok(fields.includes('*Customer*\ncus_small'), fields.join(' | '));
+  const traced = await svc.sql<{ run_key: string; detail: string }[]>`
+    select r.run_key, t.detail from run_trace t join workflow_runs r on r.id = t.run_id
+    where r.workflow_key = 'billing-recovery' and t.kind = 'notify' order by r.run_key, t.id`;
+  assert.deepEqual(traced.map((r) => [r.run_key, r.detail]), [
+    ['in_cus_big', 'notify slack: Payment failed on a high-MRR account'],
+    ['in_cus_eu', 'notify slack: Payment recovery lost: the subscription was canceled unpaid'],
+    ['in_cus_small', 'notify slack: Payment recovery lost: the invoice was written off'],
+    ['in_cus_two', 'notify slack: Payment failed on a high-MRR account'],
+  ]);
+
+  // the workflow report's funnel lists the exit's steps after the steps, with how many runs reached them
+  const report = await svc.app.inject({ method: 'GET', url: '/v1/reports/workflows/billing-recovery?from=2025-10-16&to=2025-10-17', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(report.statusCode, 200, report.body);
+  const funnel = (report.json() as { steps: Array<{ stepId: string; type: string | null; reached: number }> }).steps;
+  const at = (id: string) => funnel.find((s) => s.stepId === id);
+  assert.deepEqual(at('alert_high_mrr'), { ...at('alert_high_mrr'), type: 'notify', reached: 2 });
+  assert.deepEqual(at('alert_lost_written_off'), { ...at('alert_lost_written_off'), type: 'notify', reached: 1 });
+  assert.ok(funnel.findIndex((s) => s.stepId === 'lost_written_off') > funnel.findIndex((s) => s.stepId === 'soft_final'), 'exit steps come after the steps');
+
+  // the same facts again (Stripe redelivers): nothing new
+  assert.equal((await deliver(svc.app, envelope('invoice.marked_uncollectible', invoice({ id: 'in_cus_small', customer: 'cus_small', subscription: 'sub_cus_small_0', amount_due: 2_000, status: 'uncollectible' }), { created: 1_761_200_000 }))).statusCode, 200);
+  await svc.drain();
+  assert.equal(await svc.slack.drain(), 0);
+  assert.equal(slack.received.length, 4);
+
+  // simulate shows the alert the engine would raise, with the settings it assumed
+  const simulated = await svc.app.inject({
+    method: 'POST',
+    url: '/v1/workflows/billing-recovery/simulate',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    payload: {
+      contact: { email: 'pat@acme.test' },
+      invoice: { status: 'open', currency: 'usd' },
+      customer: { mrr: 150_000 },
+      timeline: [
+        { name: 'invoice.payment_failed', occurredAt: '2026-03-02T10:00:00Z', properties: { invoiceId: 'in_1', subscriptionId: 'sub_1', declineClass: 'soft', billingReason: 'subscription_cycle' } },
+        { name: 'subscription.canceled', occurredAt: '2026-03-16T10:00:00Z', properties: { subscriptionId: 'sub_1' } },
+      ],
+    },
+  });
+  assert.equal(simulated.statusCode, 200, simulated.body);
+  const body = simulated.json() as { alerts: Array<{ stepId: string; at: string }>; settings: Record<string, unknown> };
+  assert.deepEqual(body.alerts.map((a) => [a.stepId, a.at]), [['alert_high_mrr', '2026-03-02T10:00:00.000Z'], ['alert_lost_canceled', '2026-03-16T10:00:00.000Z']]);
+  assert.deepEqual(body.settings, { recoveryAlertMrr: 100_000, slackWebhookConfigured: true });
+});
+
+test('built-in billing recovery without SLACK_WEBHOOK_URL: the alert is a traced no-op — no row, no failure, no dead letter', async (t) => {
+  const clock = new ManualClock('2025-10-16T12:00:00Z');
+  const svc = await build(t, { clock, env: { RECOVERY_ALERT_MRR: '100000 usd' } });
+  await failing(svc, 'cus_big', [{ amount: 250_000, currency: 'usd' }]);
+  await svc.drain();
+  clock.advance(14 * 86_400_000);
+  assert.equal((await deliver(svc.app, envelope('customer.subscription.deleted', subscription({ id: 'sub_cus_big_0', customer: 'cus_big', status: 'canceled', unit_amount: 250_000 }), { created: 1_761_600_000 }))).statusCode, 200);
+  await svc.drain();
+  const [run] = await svc.sql<{ status: string }[]>`select status from workflow_runs where workflow_key = 'billing-recovery' and run_key = 'in_cus_big'`;
+  assert.equal(run?.status, 'exited');
+  assert.equal((await svc.sql`select 1 from slack_notifications`).length, 0);
+  assert.equal(await svc.slack.drain(), 0);
+  assert.equal((await svc.slack.queue.dead(10)).length, 0);
+  const traced = await svc.sql<{ step_id: string; detail: string; data: { skipped?: string } }[]>`
+    select t.step_id, t.detail, t.data from run_trace t join workflow_runs r on r.id = t.run_id
+    where r.run_key = 'in_cus_big' and t.kind = 'notify' order by t.id`;
+  assert.deepEqual(traced.map((r) => [r.step_id, r.data.skipped]), [['alert_high_mrr', 'no_webhook_url'], ['alert_lost_canceled', 'no_webhook_url']]);
+  const dead = await svc.app.inject({ method: 'GET', url: '/v1/admin/dead-letters?queue=slack-notifications', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(dead.statusCode, 200);
+  assert.doesNotMatch(dead.body, /in_cus_big|alert_/);
+});

@@ -152,6 +152,8 @@ test('simulate returns the same trace as a real run of the same timeline', async
     headers: auth,
     payload: {
       contact: { email: 'sim@x.test', traits: {} },
+      // the customer as the real run saw it: no live subscription, so no MRR (the alert branch reads it)
+      customer: { mrr: 0, currency: 'usd' },
       timeline: facts.map((f) => ({ name: f.name, properties: f.properties, occurredAt: f.occurred_at.toISOString() })),
     },
   });

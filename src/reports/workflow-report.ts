@@ -135,7 +135,8 @@ export async function workflowReport(
   // Funnel: current definition order, then steps only older versions (or traces) know.
   const reachedOf = new Map(reached.map((r) => [r.step_id, r.n]));
   const sendsOf = new Map(sends.map((r) => [r.step_id, r]));
-  const ordered = stepOrder(definition.steps);
+  // An exit's steps (e.g. the lost-case alert) act as the run ends: listed after the steps.
+  const ordered = stepOrder([...definition.steps, ...(definition.exit ?? []).flatMap((exit) => exit.steps ?? [])]);
   const known = new Set(ordered.map((s) => s.id));
   const extra = [...new Set([...reachedOf.keys(), ...sendsOf.keys()])].filter((id) => !known.has(id)).sort();
   const steps = [...ordered, ...extra.map((id) => ({ id, type: null as string | null }))].map((s) => ({

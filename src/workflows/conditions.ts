@@ -22,6 +22,10 @@ export interface Scope {
   steps: Record<string, { event: EventFact }>;
   invoice: Record<string, unknown> | null;
   subscription: Record<string, unknown> | null;
+  /** the run's Stripe customer: id, currency, mrr (in that currency), mrrByCurrency */
+  customer: Record<string, unknown> | null;
+  /** instance settings as they apply to the run, e.g. settings.recoveryAlertMrr */
+  settings: Record<string, unknown>;
   /** count-condition results by countKey() */
   counts: Record<string, number>;
   /** the definition's named segments */
@@ -36,7 +40,7 @@ export interface Scope {
 
 /** The roots a condition path may start with (checked by definition validation). */
 export const SCOPE_ROOTS = [
-  'contact', 'account', 'event', 'trigger', 'steps', 'invoice', 'subscription', 'options', 'variants', 'now',
+  'contact', 'account', 'event', 'trigger', 'steps', 'invoice', 'subscription', 'customer', 'settings', 'options', 'variants', 'now',
 ] as const;
 
 export interface Evaluation {
@@ -53,6 +57,8 @@ export function emptyScope(overrides: Partial<Scope> = {}): Scope {
     steps: {},
     invoice: null,
     subscription: null,
+    customer: null,
+    settings: {},
     counts: {},
     segments: {},
     options: {},
@@ -306,7 +312,10 @@ export function forEachCondition(definition: WorkflowDefinition, visit: (conditi
   if (definition.trigger.type === 'segment') walk(definition.trigger.condition);
   walk(definition.entryCondition);
   if (definition.goal) walk('condition' in definition.goal ? definition.goal.condition : definition.goal.where);
-  for (const matcher of definition.exit ?? []) walk(matcher.where);
+  for (const matcher of definition.exit ?? []) {
+    walk(matcher.where);
+    walkSteps(matcher.steps ?? []);
+  }
   for (const segment of Object.values(definition.segments ?? {})) walk(segment);
   walkSteps(definition.steps);
 }

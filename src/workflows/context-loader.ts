@@ -1,13 +1,14 @@
 // Gathers, from Postgres, everything the pure interpreter may read about one contact: traits,
 // account, the invoice/subscription a run is about, counts its conditions need, and the
-// cross-workflow policy inputs (open recovery case, last capped send, suppression).
+// cross-workflow policy inputs (open recovery case, last capped send, suppression); for
+// definitions that read them, the run's Stripe customer and its MRR; the run's instance settings.
 import type { Queryable } from '../db/connection.ts';
 import type { Config } from '../config.ts';
 import { failureExplains, invoiceDecline } from '../stripe/declines.ts';
 import type { DeclineClass } from '../stripe/shapes.ts';
-import { collectCountConditions, countKey, countMatchingEvents, emptyScope } from './conditions.ts';
+import { collectCountConditions, countKey, countMatchingEvents, emptyScope, forEachCondition, isComparison } from './conditions.ts';
 import { subtractDuration } from './duration.ts';
-import type { Context, EventFact, WorkflowDefinition } from './types.ts';
+import type { Context, EventFact, RunSettings, WorkflowDefinition } from './types.ts';
 
 /**
  * An open failed invoice is a billing-recovery case unless its subscription has been canceled:
@@ -235,9 +236,44 @@ export async function recoveryOpen(db: Queryable, contactId: number, accountId: 
   return row?.open ?? false;
 }
 
+/** The instance settings a run reads (settings.*), resolved for the run's currency. */
+export function runSettings(config: Pick<Config, 'recovery' | 'slackWebhookUrl'>, currency: string | null): RunSettings {
+  const threshold = currency ? config.recovery.alertMrr[currency.toLowerCase()] : undefined;
+  return { recoveryAlertMrr: threshold ?? null, slackWebhookConfigured: config.slackWebhookUrl !== undefined };
+}
+
+const customerReaders = new WeakMap<WorkflowDefinition, boolean>();
+
+/** Whether any condition of the definition reads `customer.*` (its MRR costs a query). */
+function readsCustomer(definition: WorkflowDefinition): boolean {
+  const known = customerReaders.get(definition);
+  if (known !== undefined) return known;
+  let reads = false;
+  forEachCondition(definition, (condition) => {
+    if (isComparison(condition) && (condition.path.startsWith('customer.') || condition.ref?.startsWith('customer.'))) reads = true;
+  });
+  customerReaders.set(definition, reads);
+  return reads;
+}
+
+/**
+ * The Stripe customer a run is about, with its MRR per currency (live subscriptions: active,
+ * trialing, past due, unpaid — as the Slack alert counts it) and in the run's currency.
+ */
+async function loadCustomer(db: Queryable, customerId: string | null, currency: string | null): Promise<Context['customer']> {
+  if (!customerId) return null;
+  const rows = await db<{ currency: string; mrr: string }[]>`
+    select currency, sum(mrr_minor)::text as mrr from subscriptions
+    where customer_id = ${customerId} and status in ('active', 'trialing', 'past_due', 'unpaid')
+    group by currency`;
+  const mrrByCurrency = Object.fromEntries(rows.map((r) => [r.currency, Number(r.mrr)]));
+  const own = currency ? currency.toLowerCase() : null;
+  return { id: customerId, currency: own, mrr: own ? (mrrByCurrency[own] ?? 0) : null, mrrByCurrency };
+}
+
 export async function loadContext(
   db: Queryable,
-  config: Pick<Config, 'policy'>,
+  config: Pick<Config, 'policy' | 'recovery' | 'slackWebhookUrl'>,
   input: {
     definition: WorkflowDefinition;
     contact: ContactRecord;
@@ -260,6 +296,11 @@ export async function loadContext(
   const invoice = await loadInvoice(db, invoiceId, at, p);
   subscriptionId ??= str(invoice?.subscriptionId);
   const subscription = await loadSubscription(db, subscriptionId, p);
+  // The run's currency: the invoice's, else the subscription's (money is compared in one currency).
+  const currency = str(invoice?.currency) ?? str(subscription?.currency);
+  const customer = readsCustomer(definition)
+    ? await loadCustomer(db, str(invoice?.customerId) ?? str(subscription?.customerId), currency)
+    : null;
 
   const counts: Record<string, number> = {};
   const countConditions = collectCountConditions(definition);
@@ -304,6 +345,8 @@ export async function loadContext(
     account: account ? { id: account.id, traits: account.traits } : null,
     invoice,
     subscription,
+    customer,
+    settings: runSettings(config, currency),
     counts,
     policy: {
       recoveryOpen: open,

@@ -68,6 +68,22 @@ function eventMatcher(condition: TSchema) {
   return Type.Object({ event: nonEmpty('event name'), where: Type.Optional(condition) }, closed);
 }
 
+/** Step types an exit may run as the run ends: they act at once (an ended run cannot wait). */
+export const EXIT_STEP_TYPES = ['notify', 'webhook', 'update_contact', 'branch'] as const;
+
+function exitMatcher(condition: TSchema, step: TSchema) {
+  return Type.Object(
+    {
+      event: nonEmpty('event name'),
+      where: Type.Optional(condition),
+      steps: Type.Optional(
+        Type.Array(step, { description: `run as the run exits on this event (e.g. an alert): only ${EXIT_STEP_TYPES.join(', ')} steps` }),
+      ),
+    },
+    closed,
+  );
+}
+
 function stepVariants(step: TSchema, condition: TSchema) {
   const id = Type.String({ pattern: '^[a-zA-Z0-9_-]+$', description: 'unique across the whole definition' });
   const steps = Type.Array(step);
@@ -203,7 +219,7 @@ function definitionObject(step: TSchema, condition: TSchema, trigger: TSchema, e
       entry,
       audience: Type.Optional(Type.Enum(['contact', 'account_admins'])),
       goal: Type.Optional(Type.Union([eventMatcher(condition), Type.Object({ condition }, closed)])),
-      exit: Type.Optional(Type.Array(eventMatcher(condition))),
+      exit: Type.Optional(Type.Array(exitMatcher(condition, step))),
       duringRecovery: Type.Optional(Type.Enum(['hold', 'skip'])),
       goalWindow: Type.Optional(isoDuration('how long a finished or hold-out run listens for the goal; default P30D')),
       segments: Type.Optional(Type.Record(Type.String(), condition)),
@@ -241,6 +257,7 @@ const shallow = {
   entry: mapValues(entryVariants(), (schema) => Compile(schema)),
   definition: Compile(definitionObject(nested, nested, nested, nested)),
   eventMatcher: Compile(eventMatcher(nested)),
+  exitMatcher: Compile(exitMatcher(nested, nested)),
   goalCondition: Compile(Type.Object({ condition: nested }, closed)),
 };
 const fullValidator = Compile(WorkflowDefinitionSchema);
@@ -413,8 +430,9 @@ function checkShape(input: unknown): DefinitionError[] {
   }
   if (Array.isArray(input['exit'])) {
     input['exit'].forEach((matcher: unknown, index: number) => {
-      errors.push(...schemaErrors(shallow.eventMatcher, matcher, `/exit/${index}`));
+      errors.push(...schemaErrors(shallow.exitMatcher, matcher, `/exit/${index}`));
       if (isRecord(matcher) && matcher['where'] !== undefined) checkConditionShape(matcher['where'], `/exit/${index}/where`, errors);
+      if (isRecord(matcher)) checkStepsShape(matcher['steps'], `/exit/${index}/steps`, errors);
     });
   }
   if (isRecord(input['segments'])) {
@@ -490,19 +508,22 @@ function forEachConditionAt(definition: Loose, visit: (condition: Loose, path: s
     if ('condition' in goal) walk(goal['condition'], '/goal/condition');
     else walk(goal['where'], '/goal/where');
   }
-  asArray(definition['exit']).forEach((matcher, index) => {
-    if (isRecord(matcher)) walk(matcher['where'], `/exit/${index}/where`);
-  });
   if (isRecord(definition['segments'])) {
     for (const [name, condition] of Object.entries(definition['segments'])) walk(condition, `/segments/${escapePointer(name)}`);
   }
-  walkLooseSteps(definition['steps'], (step, pointer) => {
+  const stepConditions = (step: Loose, pointer: string): void => {
     if (step['type'] === 'branch') {
       asArray(step['branches']).forEach((branch, index) => {
         if (isRecord(branch)) walk(branch['when'], `${pointer}/branches/${index}/when`);
       });
     }
     if (step['type'] === 'wait_for_event') walk(step['where'], `${pointer}/where`);
+  };
+  walkLooseSteps(definition['steps'], stepConditions);
+  asArray(definition['exit']).forEach((matcher, index) => {
+    if (!isRecord(matcher)) return;
+    walk(matcher['where'], `/exit/${index}/where`);
+    walkLooseSteps(matcher['steps'], stepConditions, `/exit/${index}/steps`);
   });
 }
 
@@ -571,7 +592,7 @@ function checkSemantics(definition: Loose): DefinitionError[] {
   const variantKeys = new Set<string>();
   const sends: { step: Loose; pointer: string }[] = [];
   let hasHoldout = false;
-  walkLooseSteps(definition['steps'], (step, pointer) => {
+  const visitStep = (step: Loose, pointer: string): void => {
     const id = asString(step['id']);
     if (id !== undefined) {
       if (!STEP_ID.test(id)) errors.push({ path: `${pointer}/id`, message: 'must match /^[a-z0-9_-]+$/i' });
@@ -642,6 +663,19 @@ function checkSemantics(definition: Loose): DefinitionError[] {
       default:
         break;
     }
+  };
+  walkLooseSteps(definition['steps'], visitStep);
+  // An exit's steps share the step-id space (their effects are keyed by run and step id) and
+  // may only act at once.
+  asArray(definition['exit']).forEach((matcher, index) => {
+    if (!isRecord(matcher)) return;
+    walkLooseSteps(matcher['steps'], (step, pointer) => {
+      visitStep(step, pointer);
+      const type = asString(step['type']);
+      if (type !== undefined && !(EXIT_STEP_TYPES as readonly string[]).includes(type)) {
+        errors.push({ path: `${pointer}/type`, message: `an exit can only run ${EXIT_STEP_TYPES.join(', ')} steps (the run has ended: it cannot wait or send email)` });
+      }
+    }, `/exit/${index}/steps`);
   });
   for (const { step, pointer } of sends) {
     const subjects = isRecord(step['subjects']) ? step['subjects'] : {};

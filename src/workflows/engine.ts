@@ -105,7 +105,8 @@ export interface EngineDeps {
   boss: PgBoss;
   clock: Clock;
   logger: Logger;
-  config: Pick<Config, 'policy' | 'engineTickMs'>;
+  /** recovery, slackWebhookUrl: the run settings conditions and notify steps read (context-loader.ts runSettings) */
+  config: Pick<Config, 'policy' | 'engineTickMs' | 'recovery' | 'slackWebhookUrl'>;
 }
 
 export interface Engine {

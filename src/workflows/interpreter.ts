@@ -71,6 +71,8 @@ export function buildScope(definition: WorkflowDefinition, context: Context, inp
     steps,
     invoice: context.invoice ?? null,
     subscription: context.subscription ?? null,
+    customer: context.customer ?? null,
+    settings: { ...context.settings },
     counts: context.counts,
     segments: definition.segments ?? {},
     options: definition.options ?? {},
@@ -566,29 +568,9 @@ function runFrom(execution: Execution, from: string | null, event: EventFact | n
         );
         return;
       }
-      case 'branch': {
-        const scope = scopeFor(execution, event);
-        const evaluated: { label: string; explain: string; value: boolean }[] = [];
-        let chosen: { label: string; steps: Step[] } | null = null;
-        for (const [index, branch] of step.branches.entries()) {
-          const outcome: Evaluation = evaluate(branch.when, scope);
-          const label = branch.label ?? `branch ${index}`;
-          evaluated.push({ label, explain: outcome.explain, value: outcome.value });
-          if (outcome.value) {
-            chosen = { label, steps: branch.steps };
-            break;
-          }
-        }
-        const taken = chosen ?? { label: 'otherwise', steps: step.otherwise };
-        record(
-          execution,
-          'branch',
-          `took ${taken.label}: ${evaluated.map((item) => `${item.label}: ${item.explain}`).join('; ') || 'no conditions'}`,
-          { taken: taken.label, conditions: evaluated },
-        );
-        cursor = entryOf(taken.steps, node.next);
+      case 'branch':
+        cursor = entryOf(chooseBranch(execution, step, event), node.next);
         break;
-      }
       case 'split': {
         const existing = execution.state.variants[step.id];
         const variant = existing ?? assignVariant(execution.definition.key, step, execution.context.contact.id);
@@ -608,21 +590,10 @@ function runFrom(execution: Execution, from: string | null, event: EventFact | n
         if (!runSend(execution, step)) return;
         cursor = node.next;
         break;
-      case 'webhook': {
-        const body = step.body ?? {};
-        execution.actions.push({ type: 'webhook', stepId: step.id, url: step.url, body });
-        record(execution, 'webhook', `webhook ${step.url}`, { url: step.url });
-        cursor = node.next;
-        break;
-      }
+      case 'webhook':
       case 'notify':
-        execution.actions.push({ type: 'notify', stepId: step.id, channel: step.channel, text: step.text, webhookUrl: step.webhookUrl ?? null });
-        record(execution, 'notify', `notify ${step.channel}: ${step.text}`, { channel: step.channel });
-        cursor = node.next;
-        break;
       case 'update_contact':
-        execution.actions.push({ type: 'update_contact', stepId: step.id, traits: step.traits });
-        record(execution, 'update_contact', `update contact traits ${Object.keys(step.traits).join(', ')}`, { traits: step.traits });
+        runImmediate(execution, step);
         cursor = node.next;
         break;
       case 'exit': {
@@ -634,6 +605,78 @@ function runFrom(execution: Execution, from: string | null, event: EventFact | n
     }
   }
   finishSteps(execution, 'all steps done');
+}
+
+type BranchStep = Extract<Step, { type: 'branch' }>;
+type ImmediateStep = Extract<Step, { type: 'webhook' | 'notify' | 'update_contact' }>;
+
+/** Evaluates a branch step's conditions in order, records why, and returns the block taken. */
+function chooseBranch(execution: Execution, step: BranchStep, event: EventFact | null): Step[] {
+  const scope = scopeFor(execution, event);
+  const evaluated: { label: string; explain: string; value: boolean }[] = [];
+  let chosen: { label: string; steps: Step[] } | null = null;
+  for (const [index, branch] of step.branches.entries()) {
+    const outcome: Evaluation = evaluate(branch.when, scope);
+    const label = branch.label ?? `branch ${index}`;
+    evaluated.push({ label, explain: outcome.explain, value: outcome.value });
+    if (outcome.value) {
+      chosen = { label, steps: branch.steps };
+      break;
+    }
+  }
+  const taken = chosen ?? { label: 'otherwise', steps: step.otherwise };
+  record(
+    execution,
+    'branch',
+    `took ${taken.label}: ${evaluated.map((item) => `${item.label}: ${item.explain}`).join('; ') || 'no conditions'}`,
+    { taken: taken.label, conditions: evaluated },
+    step.id,
+  );
+  return taken.steps;
+}
+
+/** A step that acts at once (no wait): its action and trace entry. */
+function runImmediate(execution: Execution, step: ImmediateStep): void {
+  switch (step.type) {
+    case 'webhook': {
+      const body = step.body ?? {};
+      execution.actions.push({ type: 'webhook', stepId: step.id, url: step.url, body });
+      record(execution, 'webhook', `webhook ${step.url}`, { url: step.url }, step.id);
+      return;
+    }
+    case 'notify':
+      if (!step.webhookUrl && execution.context.settings?.slackWebhookConfigured === false) {
+        // Nowhere to post: no delivery row, so nothing to retry or park; the trace says why.
+        record(execution, 'notify', `notify ${step.channel} skipped: no Slack webhook URL (SLACK_WEBHOOK_URL is unset and the step names none): ${step.text}`, {
+          channel: step.channel,
+          skipped: 'no_webhook_url',
+        }, step.id);
+        return;
+      }
+      execution.actions.push({ type: 'notify', stepId: step.id, channel: step.channel, text: step.text, webhookUrl: step.webhookUrl ?? null });
+      record(execution, 'notify', `notify ${step.channel}: ${step.text}`, { channel: step.channel }, step.id);
+      return;
+    case 'update_contact':
+      execution.actions.push({ type: 'update_contact', stepId: step.id, traits: step.traits });
+      record(execution, 'update_contact', `update contact traits ${Object.keys(step.traits).join(', ')}`, { traits: step.traits }, step.id);
+      return;
+  }
+}
+
+/**
+ * An exit's steps, run as the run ends on it: immediate steps and branches of them, in order
+ * (validation admits nothing else; anything else is skipped with a trace entry).
+ */
+function runExitSteps(execution: Execution, steps: readonly Step[], event: EventFact, depth = 0): void {
+  for (const step of steps) {
+    if (step.type === 'branch') {
+      if (depth < MAX_STEPS_PER_ADVANCE) runExitSteps(execution, chooseBranch(execution, step, event), event, depth + 1);
+    } else if (step.type === 'webhook' || step.type === 'notify' || step.type === 'update_contact') {
+      runImmediate(execution, step);
+    } else {
+      record(execution, 'ignored', `${step.type} step ${step.id} cannot run as the run exits`, undefined, step.id);
+    }
+  }
 }
 
 function isWaitForEventNode(node: CompiledStep | undefined): node is CompiledStep & { step: Extract<Step, { type: 'wait_for_event' }> } {
@@ -709,10 +752,15 @@ function reEnd(execution: Execution, event: EventFact): boolean {
   if (!isGoal && !isExit) return false;
   record(execution, 'ignored', `${event.name} at ${event.occurredAt} happened before ${endedBy.name} at ${endedBy.occurredAt} that ended the run (delivered after it): the run ends on it`);
   state.status = 'active';
-  return isGoal ? checkGoal(execution, event) : checkExit(execution, event);
+  return isGoal ? checkGoal(execution, event) : checkExit(execution, event, false);
 }
 
-function checkExit(execution: Execution, event: EventFact): boolean {
+/**
+ * Ends the run on the first exit matching `event`. `act`: run that exit's steps (false when an
+ * already ended run is re-ended on an earlier fact: it acted when it ended, and a late
+ * correction of the order of past facts must not alert about a state that no longer holds).
+ */
+function checkExit(execution: Execution, event: EventFact, act = true): boolean {
   for (const matcher of execution.definition.exit ?? []) {
     const matched = matchEvent(matcher, event, scopeFor(execution, event));
     if (matched.match) {
@@ -720,6 +768,7 @@ function checkExit(execution: Execution, event: EventFact): boolean {
       endRun(execution, 'exited', `exit: ${event.name}`);
       execution.state.convertedAt = null;
       execution.state.endedBy = { id: event.id, name: event.name, occurredAt: event.occurredAt };
+      if (act && matcher.steps && matcher.steps.length > 0) runExitSteps(execution, matcher.steps, event);
       return true;
     }
   }

@@ -14,6 +14,7 @@ import type { DefinitionError } from './definition-schema.ts';
 import { validateForPublish } from './publish-contracts.ts';
 import type { TemplateLookup } from './publish-contracts.ts';
 import { resolveSimulationPolicy, simulate } from './simulate.ts';
+import { runSettings } from './context-loader.ts';
 import type { EventFact, WorkflowDefinition } from './types.ts';
 import { getWorkflow, listWorkflows, putWorkflow, setPaused } from './workflow-store.ts';
 import { adminActor, recordAudit } from '../admin/audit-log.ts';
@@ -104,6 +105,18 @@ const SimulateBody = {
     account: { type: ['object', 'null'], properties: { id: { type: ['string', 'number'] }, traits: { type: 'object' } } },
     invoice: { type: ['object', 'null'] },
     subscription: { type: ['object', 'null'] },
+    customer: {
+      type: ['object', 'null'],
+      description:
+        'The run\'s Stripe customer (conditions read customer.*): currency (default: the invoice\'s, else the subscription\'s) and mrr in it (minor units), or mrrByCurrency. settings.* (e.g. recoveryAlertMrr) are this instance\'s, for that currency.',
+      properties: {
+        id: { type: 'string' },
+        currency: { type: 'string', pattern: '^[a-zA-Z]{3}$' },
+        mrr: { type: 'integer', minimum: 0 },
+        mrrByCurrency: { type: 'object', additionalProperties: { type: 'integer', minimum: 0 } },
+      },
+      additionalProperties: false,
+    },
     policy: {
       type: ['object', 'string'],
       description:
@@ -226,6 +239,7 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
         account?: { id?: string | number; traits?: Json } | null;
         invoice?: Json | null;
         subscription?: Json | null;
+        customer?: { id?: string; currency?: string; mrr?: number; mrrByCurrency?: Record<string, number> } | null;
         policy?: unknown;
         timeline: EventFact[];
         until?: string;
@@ -244,17 +258,28 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
         if (!workflow) throw new HttpError(404, 'workflow_not_found', `No workflow "${key}"`);
         definition = workflow.definition;
       }
+      // The run's currency as the engine takes it (context-loader.ts): the invoice's, else the
+      // subscription's; a customer given with its own currency says which.
+      const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v.toLowerCase() : null);
+      const currency = text(body.customer?.currency) ?? text(body.invoice?.['currency']) ?? text(body.subscription?.['currency']);
+      const byCurrency = Object.fromEntries(Object.entries(body.customer?.mrrByCurrency ?? {}).map(([c, v]) => [c.toLowerCase(), v]));
+      const customer = body.customer
+        ? { id: body.customer.id ?? 'simulated', currency, mrr: body.customer.mrr ?? (currency ? (byCurrency[currency] ?? null) : null), mrrByCurrency: byCurrency }
+        : null;
+      const settings = runSettings(deps.config, currency);
       const result = simulate(definition, {
         contact: { id: body.contact?.id ?? 'simulated', email: body.contact?.email ?? null, traits: body.contact?.traits ?? {} },
         account: body.account ? { id: body.account.id ?? 'simulated', traits: body.account.traits ?? {} } : null,
         invoice: body.invoice ?? null,
         subscription: body.subscription ?? null,
+        customer,
+        settings,
         policy: resolved.policy,
         timeline: body.timeline.map((e) => ({ name: e.name, properties: e.properties ?? {}, occurredAt: new Date(e.occurredAt).toISOString() })),
         ...(body.until ? { until: body.until } : {}),
       });
       // The policy the prediction assumed, so a reader knows what was (not) applied.
-      return { ...result, policy: resolved.policy };
+      return { ...result, policy: resolved.policy, settings };
     },
   );
 }

@@ -29,6 +29,10 @@ export interface SimulationInput {
   account?: Context['account'];
   invoice?: Record<string, unknown> | null;
   subscription?: Record<string, unknown> | null;
+  /** the run's Stripe customer and its MRR (Context.customer) */
+  customer?: Context['customer'];
+  /** instance settings as they apply to the run (the route passes this instance's: runSettings) */
+  settings?: Context['settings'];
   /** send policy; unset fields are NO_POLICY's. `timezone` unset = the contact's, else the account's */
   policy?: Partial<Context['policy']>;
   /**
@@ -50,11 +54,20 @@ export interface SimulatedSend {
   subject: string;
 }
 
+/** A team alert a notify step would post (the trace also shows skipped ones and why). */
+export interface SimulatedAlert {
+  at: string;
+  stepId: string;
+  channel: 'slack';
+  text: string;
+}
+
 export interface SimulationResult {
   entered: boolean;
   reason: string;
   trace: TraceEntry[];
   sends: SimulatedSend[];
+  alerts: SimulatedAlert[];
   final: RunState | null;
 }
 
@@ -128,6 +141,8 @@ export function simulate(definition: WorkflowDefinition, input: SimulationInput)
       account,
       invoice: input.invoice ?? null,
       subscription: input.subscription ?? null,
+      customer: input.customer ?? null,
+      ...(input.settings ? { settings: input.settings } : {}),
       counts: {},
       // The engine's zone: the contact's timezone trait, else its account's (context-loader.ts).
       policy: {
@@ -236,14 +251,16 @@ export function simulate(definition: WorkflowDefinition, input: SimulationInput)
       }
     }
   }
-  if (!trigger) return { entered: false, reason, trace: [], sends: [], final: null };
+  if (!trigger) return { entered: false, reason, trace: [], sends: [], alerts: [], final: null };
 
   // 2. Run: deliver timers and later events in time order.
   const trace: TraceEntry[] = [];
   const sends: SimulatedSend[] = [];
+  const alerts: SimulatedAlert[] = [];
   const collect = (outcome: AdvanceResult, at: Date): RunState => {
     trace.push(...outcome.trace);
     for (const action of outcome.actions) {
+      if (action.type === 'notify') alerts.push({ at: at.toISOString(), stepId: action.stepId, channel: action.channel, text: action.text });
       if (action.type !== 'send_email') continue;
       sends.push({ at: at.toISOString(), stepId: action.stepId, template: action.template, subject: action.subject });
       if (action.category !== 'transactional') policy.lastCappedSendAt = at.toISOString();
@@ -281,7 +298,7 @@ export function simulate(definition: WorkflowDefinition, input: SimulationInput)
       next += 1;
     }
   }
-  return { entered: true, reason, trace, sends, final: state };
+  return { entered: true, reason, trace, sends, alerts, final: state };
 }
 
 // ---------------------------------------------------------------------------------------------

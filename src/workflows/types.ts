@@ -61,6 +61,15 @@ export interface EventMatcher {
   where?: Condition;
 }
 
+/**
+ * An exit: the run ends when a matching fact arrives. `steps` act as it ends (e.g. a Slack alert
+ * when a billing-recovery case is lost); only steps that act at once: notify, webhook,
+ * update_contact, and branch blocks of those (an ended run cannot wait or hold an email).
+ */
+export interface ExitMatcher extends EventMatcher {
+  steps?: Step[];
+}
+
 export type Step =
   | { id: string; type: 'wait'; duration: string }
   | {
@@ -115,7 +124,7 @@ export interface WorkflowDefinition {
   /** Who receives the emails: the contact itself, or the admins of its account. */
   audience?: 'contact' | 'account_admins';
   goal?: EventMatcher | { condition: Condition };
-  exit?: EventMatcher[];
+  exit?: ExitMatcher[];
   /** For lifecycle/marketing: what to do with a send while the account has an open recovery case. */
   duringRecovery?: 'hold' | 'skip';
   /** How long a hold-out (or finished) run keeps listening for the goal, for lift. Default P30D. */
@@ -187,6 +196,14 @@ export interface Context {
   account: { id: string | number; traits: Record<string, unknown> } | null;
   invoice?: Record<string, unknown> | null;
   subscription?: Record<string, unknown> | null;
+  /**
+   * The Stripe customer the run is about (its invoice's or subscription's), with its MRR in the
+   * run's currency (the invoice's, else the subscription's): live subscriptions of that
+   * currency only, minor units; other currencies are in mrrByCurrency, never added in.
+   */
+  customer?: { id: string; currency: string | null; mrr: number | null; mrrByCurrency: Record<string, number> } | null;
+  /** Instance settings as they apply to this run (conditions read them as settings.*). */
+  settings?: RunSettings;
   /** results of the definition's count conditions, by countKey(condition) */
   counts: Record<string, number>;
   policy: {
@@ -203,6 +220,19 @@ export interface Context {
     /** the address is suppressed: 'all' (hard bounce) or 'non_transactional' (unsubscribe/complaint) */
     suppressed: 'all' | 'non_transactional' | null;
   };
+}
+
+export interface RunSettings {
+  /**
+   * RECOVERY_ALERT_MRR in the run's currency (customer.currency), minor units; null when no
+   * threshold is set for that currency (amounts of different currencies are never compared).
+   */
+  recoveryAlertMrr: number | null;
+  /**
+   * SLACK_WEBHOOK_URL is set. When false, a notify step without its own webhookUrl is a traced
+   * no-op (nothing to deliver, so nothing to fail or park as a dead letter).
+   */
+  slackWebhookConfigured: boolean;
 }
 
 export type Action =

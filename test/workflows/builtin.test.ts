@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import type { EventFact, WorkflowDefinition } from '../../src/workflows/types.ts';
 import { validateDefinition } from '../../src/workflows/definition-schema.ts';
 import { templateKeys } from '../../src/workflows/compile.ts';
-import { HOLDOUT, assignVariant } from '../../src/workflows/interpreter.ts';
+import { HOLDOUT, advance, assignVariant, startRun } from '../../src/workflows/interpreter.ts';
 import { simulate } from '../../src/workflows/simulate.ts';
 import type { SimulationInput } from '../../src/workflows/simulate.ts';
 import {
@@ -17,7 +17,7 @@ import {
   onboarding,
   winBack,
 } from '../../src/workflows/builtin/index.ts';
-import { makeEvent, plus, T0 } from './support.ts';
+import { makeContext, makeEvent, plus, T0 } from './support.ts';
 
 const contact = { id: 'cus_42', email: 'ada@example.com', traits: {} };
 const account = { id: 'acct_1', traits: {} };
@@ -128,7 +128,7 @@ test('billing recovery, hard decline: an immediate "update your card" email, the
 test('billing recovery, SCA: a "confirm your payment" email', () => {
   const result = run(billingRecovery, [paymentFailed('sca')]);
   assert.deepEqual(sendsOf(result)[0], ['dunning-confirm-payment', T0]);
-  const branch = result.trace.find((entry) => entry.kind === 'branch');
+  const branch = result.trace.find((entry) => entry.kind === 'branch' && entry.stepId === 'decline_class');
   assert.equal(branch?.data?.['taken'], 'authentication required');
 });
 
@@ -150,6 +150,82 @@ test('billing recovery exits when the invoice is voided or the subscription canc
 
   const otherSubscription = run(billingRecovery, [paymentFailed('soft'), makeEvent('subscription.canceled', { subscriptionId: 'sub_9' }, plus(T0, 'P1D'))]);
   assert.equal(otherSubscription.sends.length, 4);
+});
+
+// --- billing recovery: team alerts (notify steps; RECOVERY_ALERT_MRR, lost cases) -----------------
+
+const bigCustomer = { id: 'cus_42', currency: 'usd', mrr: 250_000, mrrByCurrency: { usd: 250_000, eur: 10_000 } };
+const alerting = { recoveryAlertMrr: 100_000, slackWebhookConfigured: true };
+
+function alertsOf(result: ReturnType<typeof simulate>): [string, string][] {
+  return result.alerts.map((alert) => [alert.stepId, alert.at]);
+}
+
+test('billing recovery alerts at the failure when the customer\'s MRR in the run\'s currency reaches RECOVERY_ALERT_MRR', () => {
+  const big = run(billingRecovery, [paymentFailed('soft')], { customer: bigCustomer, settings: alerting });
+  assert.deepEqual(alertsOf(big), [['alert_high_mrr', T0]]);
+  assert.equal(big.alerts[0]?.text, 'Payment failed on a high-MRR account');
+  assert.equal(big.sends.length, 4, 'the emails are unchanged');
+  const atThreshold = run(billingRecovery, [paymentFailed('soft')], { customer: { ...bigCustomer, mrr: 100_000 }, settings: alerting });
+  assert.deepEqual(alertsOf(atThreshold), [['alert_high_mrr', T0]]);
+
+  const small = run(billingRecovery, [paymentFailed('soft')], { customer: { ...bigCustomer, mrr: 99_999 }, settings: alerting });
+  assert.deepEqual(small.alerts, []);
+  const branch = small.trace.find((entry) => entry.stepId === 'high_mrr');
+  assert.match(branch?.detail ?? '', /customer\.mrr \(99999\) gte settings\.recoveryAlertMrr \(100000\) → false/);
+  // no threshold for the run's currency (RECOVERY_ALERT_MRR unset, or set for other currencies only): never
+  const noThreshold = run(billingRecovery, [paymentFailed('soft')], { customer: bigCustomer, settings: { ...alerting, recoveryAlertMrr: null } });
+  assert.deepEqual(noThreshold.alerts, []);
+  // no settings at all (older callers): no alert either
+  assert.deepEqual(run(billingRecovery, [paymentFailed('soft')], { customer: bigCustomer }).alerts, []);
+});
+
+test('billing recovery alerts when the case is lost (written off or subscription canceled unpaid), not when voided or paid', () => {
+  const open = { status: 'open', currency: 'usd' };
+  const writtenOff = run(billingRecovery, [paymentFailed('soft'), makeEvent('invoice.marked_uncollectible', { invoiceId: 'in_1' }, plus(T0, 'P9D'))], {
+    invoice: { status: 'uncollectible', currency: 'usd' },
+    settings: alerting,
+  });
+  assert.equal(writtenOff.final?.status, 'exited');
+  assert.deepEqual(alertsOf(writtenOff), [['alert_lost_written_off', plus(T0, 'P9D')]]);
+
+  const canceled = run(billingRecovery, [paymentFailed('soft'), makeEvent('subscription.canceled', { subscriptionId: 'sub_1' }, plus(T0, 'P14D'))], { invoice: open, settings: alerting });
+  assert.deepEqual(alertsOf(canceled), [['alert_lost_canceled', plus(T0, 'P14D')]]);
+  assert.equal(canceled.alerts[0]?.text, 'Payment recovery lost: the subscription was canceled unpaid');
+  // the exit's trace: exit, then the branch and the alert, at the exit's time
+  assert.deepEqual(canceled.trace.slice(-3).map((entry) => [entry.kind, entry.stepId]), [['exit', null], ['branch', 'lost_canceled'], ['notify', 'alert_lost_canceled']]);
+
+  const voided = run(billingRecovery, [paymentFailed('soft'), makeEvent('invoice.voided', { invoiceId: 'in_1' }, plus(T0, 'P1D'))], { invoice: { status: 'void' }, settings: alerting });
+  assert.deepEqual(voided.alerts, []);
+  // the invoice was paid meanwhile (the payment's fact not delivered yet): not lost
+  const paid = run(billingRecovery, [paymentFailed('soft'), makeEvent('subscription.canceled', { subscriptionId: 'sub_1' }, plus(T0, 'P14D'))], { invoice: { status: 'paid' }, settings: alerting });
+  assert.equal(paid.final?.status, 'exited');
+  assert.deepEqual(paid.alerts, []);
+  const recovered = run(billingRecovery, [paymentFailed('soft'), makeEvent('invoice.paid', { invoiceId: 'in_1' }, plus(T0, 'P2D'))], { invoice: open, settings: alerting });
+  assert.deepEqual(recovered.alerts, []);
+});
+
+test('billing recovery without a Slack webhook URL: the alert steps are traced no-ops (no action to deliver)', () => {
+  const result = run(billingRecovery, [paymentFailed('soft'), makeEvent('subscription.canceled', { subscriptionId: 'sub_1' }, plus(T0, 'P14D'))], {
+    customer: bigCustomer,
+    invoice: { status: 'open' },
+    settings: { recoveryAlertMrr: 100_000, slackWebhookConfigured: false },
+  });
+  assert.deepEqual(result.alerts, []);
+  const notes = result.trace.filter((entry) => entry.kind === 'notify');
+  assert.deepEqual(notes.map((entry) => [entry.stepId, entry.data?.['skipped']]), [['alert_high_mrr', 'no_webhook_url'], ['alert_lost_canceled', 'no_webhook_url']]);
+  assert.match(notes[0]!.detail, /skipped: no Slack webhook URL \(SLACK_WEBHOOK_URL is unset and the step names none\)/);
+});
+
+test('a run re-ended on an earlier exit fact delivered late does not alert (it acted when it ended)', () => {
+  const context = makeContext({ invoice: { status: 'open' } });
+  const withSettings = { ...context, settings: alerting };
+  const started = startRun(billingRecovery, paymentFailed('soft'), withSettings, new Date(T0));
+  const paid = advance(billingRecovery, started.state, { type: 'event', event: makeEvent('invoice.paid', { invoiceId: 'in_1' }, plus(T0, 'P5D'), 'e_paid') }, withSettings, new Date(plus(T0, 'P5D')));
+  assert.equal(paid.state.status, 'converted');
+  const late = advance(billingRecovery, paid.state, { type: 'event', event: makeEvent('invoice.marked_uncollectible', { invoiceId: 'in_1' }, plus(T0, 'P4D'), 'e_wo') }, withSettings, new Date(plus(T0, 'P6D')));
+  assert.equal(late.state.status, 'exited');
+  assert.deepEqual(late.actions, []);
 });
 
 test('billing recovery does not start for a failed first payment at subscription creation', () => {

@@ -284,3 +284,39 @@ test('date_trait subject: "contact" or "account" (default contact); anything els
   const bad = { ...valid(), trigger: { type: 'date_trait', trait: 'renews_at', offset: 'P1D', subject: 'workspace' } };
   assertError(errorsOf(bad), '/trigger/subject', /must be one of "contact", "account"/);
 });
+
+test('exit steps: only notify, webhook, update_contact and branches of them; ids shared with the steps; conditions and URLs checked', () => {
+  const input = valid();
+  input['exit'] = [
+    {
+      event: 'Account Closed',
+      steps: [
+        { id: 'wait_1', type: 'notify', channel: 'slack', text: 'Closed' },
+        { id: 'mail', type: 'send_email', template: 'nudge', subject: 'Bye' },
+        {
+          id: 'guard',
+          type: 'branch',
+          branches: [{ when: { path: 'nowhere.x', op: 'exists' }, steps: [{ id: 'later', type: 'wait', duration: 'P1D' }] }],
+          otherwise: [{ id: 'hook', type: 'webhook', url: 'ftp://crm' }],
+        },
+      ],
+    },
+  ];
+  const errors = errorsOf(input);
+  assertError(errors, '/exit/0/steps/0/id', /duplicate step id "wait_1" \(first at \/steps\/0\/id\)/);
+  assertError(errors, '/exit/0/steps/1/type', /an exit can only run notify, webhook, update_contact, branch steps/);
+  assertError(errors, '/exit/0/steps/2/branches/0/steps/0/type', /an exit can only run/);
+  assertError(errors, '/exit/0/steps/2/branches/0/when/path', /must start with one of/);
+  assertError(errors, '/exit/0/steps/2/otherwise/0/url', /must be an http\(s\) URL/);
+
+  input['exit'] = [{ event: 'Account Closed', steps: [{ id: 'alert', type: 'notify', channel: 'slack', text: 'Closed', extra: 1 }] }];
+  assertError(errorsOf(input), '/exit/0/steps/0/extra', /is not allowed/);
+
+  input['exit'] = [
+    {
+      event: 'Account Closed',
+      steps: [{ id: 'big', type: 'branch', branches: [{ when: { path: 'customer.mrr', op: 'gte', ref: 'settings.recoveryAlertMrr' }, steps: [{ id: 'alert', type: 'notify', channel: 'slack', text: 'Closed' }] }], otherwise: [] }],
+    },
+  ];
+  assert.equal(validateDefinition(input).ok, true, 'customer.* and settings.* are scope roots; a valid exit step passes');
+});

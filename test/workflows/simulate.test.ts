@@ -37,7 +37,7 @@ const nudges = makeDefinition(
 
 test('no trigger in the timeline: not entered, with a reason', () => {
   const result = simulate(nudges, { contact, timeline: [makeEvent('Report Viewed')] });
-  assert.deepEqual(result, { entered: false, reason: 'no timeline event fired the trigger', trace: [], sends: [], final: null });
+  assert.deepEqual(result, { entered: false, reason: 'no timeline event fired the trigger', trace: [], sends: [], alerts: [], final: null });
 });
 
 test('timeline order does not matter; timers and events interleave on the virtual clock', () => {
