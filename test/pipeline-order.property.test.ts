@@ -52,7 +52,6 @@ type Case = { timeline: Timeline; plan: DeliveryPlan };
  * name the same fixes.
  */
 const TODO = {
-  facts: 'waiting for an order-independent subscription.mrr_changed (see test/regressions/delivery-order.test.ts)',
   people: 'waiting for contacts made from Stripe customers to take traits independently of arrival order (see test/regressions/delivery-order.test.ts)',
   cooldown: 'waiting for an entry refused because its goal fact was already recorded to count for the cooldown as the run it would have been in event order (win-back; see test/regressions/delivery-order.test.ts)',
 } as const;
@@ -102,7 +101,7 @@ test('Stripe domain state (invoices, subscriptions, customers) does not depend o
   await sameOutcome(t, STRIPE_OPS, 20, ['stripe'], { follow: false });
 });
 
-test('the timeline (Stripe facts) does not depend on delivery order or duplicates', { todo: TODO.facts }, async (t) => {
+test('the timeline (Stripe facts) does not depend on delivery order or duplicates', async (t) => {
   await sameOutcome(t, STRIPE_OPS, 20, ['stripe-facts'], { follow: false });
 });
 

@@ -113,6 +113,11 @@ export const contacts = pgTable(
     traits: jsonb('traits').notNull().default(sql`'{}'::jsonb`),
     /** per trait, when the message that set it happened (an older message never overwrites it) */
     traitTimes: jsonb('trait_times').notNull().default(sql`'{}'::jsonb`),
+    /**
+     * per trait a Stripe event set (email, name), that event's time: the newest Stripe value
+     * wins; a trait in trait_times (a product message set it) always wins over Stripe's
+     */
+    stripeTraitTimes: jsonb('stripe_trait_times').notNull().default(sql`'{}'::jsonb`),
     createdAt: tstz('created_at').notNull(),
     updatedAt: tstz('updated_at').notNull(),
   },
@@ -203,6 +208,25 @@ export const subscriptions = pgTable(
     updatedAt: tstz('updated_at').notNull(),
   },
   (t) => [index('subscriptions_customer_idx').on(t.customerId)],
+);
+
+/**
+ * Every subscription snapshot by event time (amounts only): subscription.mrr_changed compares a
+ * snapshot with the one before it in event time, whatever order they arrived in.
+ */
+export const subscriptionVersions = pgTable(
+  'subscription_versions',
+  {
+    subscriptionId: text('subscription_id').notNull(),
+    versionCreated: tstz('version_created').notNull(),
+    versionEventId: text('version_event_id').notNull(),
+    eventType: text('event_type').notNull(),
+    customerId: text('customer_id').notNull(),
+    status: text('status').notNull(),
+    currency: text('currency').notNull(),
+    mrrMinor: minor('mrr_minor').notNull(),
+  },
+  (t) => [primaryKey({ name: 'subscription_versions_pkey', columns: [t.subscriptionId, t.versionCreated, t.versionEventId] })],
 );
 
 export const invoices = pgTable(

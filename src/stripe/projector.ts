@@ -131,15 +131,20 @@ export async function projectStripeBatch(db: Queryable, events: readonly StripeE
   pending.push(declineQuery);
   if (plan.failures.length > 0) pending.push(insertFailures(db, plan.failures));
   for (const round of rounds(plan.invoices, (i) => i.row.id)) pending.push(upsertInvoices(db, round, now));
-  const subRounds = rounds(plan.subscriptions, (s) => s.row.id).map((round) => upsertSubscriptions(db, round, now));
-  pending.push(...subRounds);
+  for (const round of rounds(plan.subscriptions, (s) => s.row.id)) pending.push(upsertSubscriptions(db, round, now));
+  // The subscriptions' history as it was before the batch, then the batch's snapshots join it.
+  let history: Promise<MrrHistory> = Promise.resolve({ versions: [], recorded: [] });
+  if (plan.subscriptions.length > 0) {
+    history = readMrrHistory(db, plan.subscriptions);
+    pending.push(history, insertSubscriptionVersions(db, plan.subscriptions));
+  }
   await Promise.all(pending);
 
-  const subResults = new Map<number, SubscriptionOutcome>();
-  for (const rows of await Promise.all(subRounds)) for (const r of rows) subResults.set(r.pos, r);
   const declines = mergeDeclines(plan, await declineQuery);
   const facts: FactRow[] = [];
-  for (const item of plan.factSources) facts.push(...item.build({ subResults, declines }));
+  for (const item of plan.factSources) facts.push(...item.build({ declines }));
+  const mrr = planMrr(plan, await history);
+  mergeMrrFacts(facts, mrr.inserts);
   const points = contactPoints(plan, await storedCustomers, facts);
   const changes = planContacts(await storedCustomers, await candidates, points);
 
@@ -147,8 +152,10 @@ export async function projectStripeBatch(db: Queryable, events: readonly StripeE
   const seen = new Set<string>();
   const unique = facts.filter((f) => (seen.has(f.dedupe_key) ? false : (seen.add(f.dedupe_key), true)));
   const contactsDone = applyContactChanges(db, changes, now);
+  // Corrections before the insert: a change removed and made again gets a new id (feed order).
+  const corrected = correctMrrFacts(db, mrr);
   const inserted = unique.length > 0 ? insertFacts(db, unique, now) : Promise.resolve([] as string[]);
-  await Promise.all([contactsDone, inserted]);
+  await Promise.all([contactsDone, inserted, ...corrected]);
 
   const results: ProjectionResult[] = events.map(() => ({ facts: [] }));
   const newKeys = new Set(await inserted);
@@ -220,13 +227,6 @@ interface FailureInsert {
   occurredAt: Date;
 }
 
-interface SubscriptionOutcome {
-  pos: number;
-  applied: boolean;
-  before_mrr: number | null;
-  before_currency: string | null;
-}
-
 type Decline = { declineClass: DeclineClass; declineCode: string | null };
 
 interface FactRow {
@@ -243,7 +243,7 @@ interface FactRow {
 }
 
 interface FactSource {
-  build(answers: { subResults: Map<number, SubscriptionOutcome>; declines: Map<number, Decline> }): FactRow[];
+  build(answers: { declines: Map<number, Decline> }): FactRow[];
 }
 
 interface Plan {
@@ -480,14 +480,13 @@ function planSubscriptionFacts(
   const name = SUBSCRIPTION_FACTS[event.type];
   const previous = event.data.previous_attributes as Obj | undefined;
   const statusChange = event.type === 'customer.subscription.updated' && previous && typeof previous.status === 'string' && previous.status !== row.status ? previous.status : null;
-  const mayChangeMrr = event.type === 'customer.subscription.updated';
-  if (!name && !statusChange && !mayChangeMrr) return;
-  // mrr_changed is only known after the upsert: its customer is read up front too.
+  // Any snapshot, even an old one arriving late, can make or change an mrr_changed fact (its
+  // own, or the next snapshot's: mrrFacts): its customer is read up front too.
   identity(row.customerId);
-  const pos = plan.subscriptions[plan.subscriptions.length - 1]!.pos;
+  if (!name && !statusChange) return;
   const at = event.created;
   plan.factSources.push({
-    build: ({ subResults }) => {
+    build: () => {
       const out: FactRow[] = [];
       if (name) {
         // Created and canceled happen once per subscription (a comeback is a new id); pause,
@@ -521,20 +520,6 @@ function planSubscriptionFacts(
             cid: row.customerId,
             subject_id: row.id,
             properties: { ...props, from: statusChange, to: row.status },
-          }),
-        );
-      }
-      // An upgrade or downgrade: only when this snapshot was newer than the one we held, and
-      // only within one currency (amounts of different currencies are never compared).
-      const r = subResults.get(pos);
-      if (mayChangeMrr && r?.applied && r.before_mrr !== null && r.before_currency === row.currency && r.before_mrr !== row.mrrMinor) {
-        out.push(
-          fact({
-            name: 'subscription.mrr_changed',
-            dedupe_key: `subscription.mrr_changed:${row.id}:${row.mrrMinor}:${at}`,
-            cid: row.customerId,
-            subject_id: row.id,
-            properties: { ...props, from: r.before_mrr, to: row.mrrMinor, delta: row.mrrMinor - r.before_mrr },
           }),
         );
       }
@@ -738,15 +723,9 @@ function mergeDeclines(plan: Plan, stored: StoredDecline[]): Map<number, Decline
 // ---------------------------------------------------------------------------------------------
 // Subscriptions
 
-/**
- * One round of subscription snapshots. Returns, per event, whether its snapshot was applied
- * and what the row held before (all CTEs of one statement read the same snapshot, so `before`
- * sees the rows as they were). The per-customer advisory lock taken at the start of the batch
- * keeps another projector from changing these rows between that read and the upsert.
- */
-async function upsertSubscriptions(db: Queryable, round: Versioned<SubscriptionRow>[], now: Date): Promise<SubscriptionOutcome[]> {
-  const rows = round.map(({ pos, row, created, eventId }) => ({
-    pos,
+/** One round of subscription snapshots: each replaces the row only if its version key is greater. */
+async function upsertSubscriptions(db: Queryable, round: Versioned<SubscriptionRow>[], now: Date): Promise<void> {
+  const rows = round.map(({ row, created, eventId }) => ({
     id: row.id,
     customer_id: row.customerId,
     status: row.status,
@@ -768,16 +747,14 @@ async function upsertSubscriptions(db: Queryable, round: Versioned<SubscriptionR
     version_created: created,
     version_event_id: eventId,
   }));
-  return db<SubscriptionOutcome[]>`
+  await db`
     with r as (
-      select * from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(pos int, id text, customer_id text, status text, currency text,
+      select * from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(id text, customer_id text, status text, currency text,
         mrr_minor bigint, items jsonb, trial_start timestamptz, trial_end timestamptz, current_period_end timestamptz,
         cancel_at_period_end boolean, cancel_at timestamptz, canceled_at timestamptz, ended_at timestamptz,
         cancellation_reason text, cancellation_feedback text, cancellation_comment text, stripe_created timestamptz,
-        version_rank int, version_created timestamptz, version_event_id text)),
-    before as (select s.id, s.mrr_minor, s.currency from subscriptions s where s.id in (select id from r)),
-    up as (
-      insert into subscriptions (
+        version_rank int, version_created timestamptz, version_event_id text))
+    insert into subscriptions (
         id, customer_id, status, currency, mrr_minor, items, trial_start, trial_end, current_period_end,
         cancel_at_period_end, cancel_at, canceled_at, ended_at, cancellation_reason, cancellation_feedback,
         cancellation_comment, stripe_created, version_rank, version_created, version_event_id, updated_at)
@@ -796,10 +773,194 @@ async function upsertSubscriptions(db: Queryable, round: Versioned<SubscriptionR
         version_rank = excluded.version_rank, version_created = excluded.version_created,
         version_event_id = excluded.version_event_id, updated_at = excluded.updated_at
       where (excluded.version_rank, excluded.version_created, excluded.version_event_id)
-          > (subscriptions.version_rank, subscriptions.version_created, subscriptions.version_event_id)
-      returning id)
-    select r.pos, (up.id is not null) as applied, b.mrr_minor as before_mrr, b.currency as before_currency
-    from r left join before b on b.id = r.id left join up on up.id = r.id`.execute();
+          > (subscriptions.version_rank, subscriptions.version_created, subscriptions.version_event_id)`.execute();
+}
+
+// ---------------------------------------------------------------------------------------------
+// MRR changes
+//
+// subscription.mrr_changed is an event: the change from the snapshot before a
+// customer.subscription.updated snapshot in event time (not the one held when it arrived) to it,
+// within one currency. Every snapshot is kept in subscription_versions, and the recorded changes
+// of a subscription are always those of its known history: a late older snapshot adds its own
+// change and moves the next one's `from` (or makes it no change at all), so whatever the arrival
+// order, the complete history gives the same facts. The key names the change
+// (`<subscription>:<new MRR>:<event time>`): redeliveries and twin events give one fact.
+// A correction does not undo what the engine already did with the corrected fact.
+//
+// A batch replays its snapshots one at a time in memory over the history read before it (as
+// one-at-a-time projection would: which event first makes a change known decides where its fact
+// goes in the feed order), then writes the difference: inserts with the batch's facts,
+// corrections (new from/delta, removal) just before them.
+
+interface MrrVersion {
+  subscription_id: string;
+  at: number;
+  event_id: string;
+  event_type: string;
+  customer_id: string;
+  status: string;
+  currency: string;
+  mrr: number;
+}
+
+interface MrrHistory {
+  versions: MrrVersion[];
+  /** recorded changes after each subscription's seed version (those up to it are left alone) */
+  recorded: { dedupe_key: string; subject_id: string; properties: Record<string, unknown> }[];
+}
+
+interface MrrPlan {
+  inserts: FactRow[];
+  updates: { key: string; properties: Record<string, unknown> }[];
+  deletes: string[];
+}
+
+/**
+ * The history of the batch's subscriptions before the batch (issue before its versions are
+ * inserted). Facts up to a subscription's seed version (the snapshot it held when the history
+ * began, migration 0014) are not read: the snapshots before it are unknown.
+ */
+async function readMrrHistory(db: Queryable, versions: Versioned<SubscriptionRow>[]): Promise<MrrHistory> {
+  const subs = [...new Set(versions.map((v) => v.row.id))].sort();
+  const customers = [...new Set(versions.map((v) => v.row.customerId))].sort();
+  const [stored, recorded] = await Promise.all([
+    db<(Omit<MrrVersion, 'at'> & { at: Date })[]>`
+      select subscription_id, version_created as at, version_event_id as event_id, event_type, customer_id, status, currency, mrr_minor::float8 as mrr
+      from subscription_versions where subscription_id = any(${subs}::text[])`.execute(),
+    db<MrrHistory['recorded']>`
+      select e.dedupe_key, e.subject_id, e.properties from domain_events e
+      where e.name = 'subscription.mrr_changed' and e.stripe_customer_id = any(${customers}::text[]) and e.subject_id = any(${subs}::text[])
+        and e.occurred_at > coalesce((select max(s.version_created) from subscription_versions s
+                                      where s.subscription_id = e.subject_id and s.event_type = 'seed'), '-infinity')`.execute(),
+  ]);
+  return { versions: stored.map((v) => ({ ...v, at: v.at.getTime() })), recorded: [...recorded] };
+}
+
+async function insertSubscriptionVersions(db: Queryable, versions: (Versioned<SubscriptionRow> & { type: string })[]): Promise<void> {
+  const rows = versions.map(({ row, created, eventId, type }) => ({
+    subscription_id: row.id,
+    version_created: created,
+    version_event_id: eventId,
+    event_type: type,
+    customer_id: row.customerId,
+    status: row.status,
+    currency: row.currency,
+    mrr_minor: row.mrrMinor,
+  }));
+  await db`
+    insert into subscription_versions (subscription_id, version_created, version_event_id, event_type, customer_id, status, currency, mrr_minor)
+    select r.subscription_id, r.version_created, r.version_event_id, r.event_type, r.customer_id, r.status, r.currency, r.mrr_minor
+    from jsonb_to_recordset(${json(rows)}::text::jsonb) as r(subscription_id text, version_created timestamptz, version_event_id text,
+      event_type text, customer_id text, status text, currency text, mrr_minor bigint)
+    order by 1, 2, 3
+    on conflict do nothing`.execute();
+}
+
+type MrrChange = { version: MrrVersion; properties: Record<string, unknown> };
+
+/** The changes of one subscription's history, by key. */
+function mrrChanges(history: MrrVersion[]): Map<string, MrrChange> {
+  const sorted = [...history].sort((a, b) => a.at - b.at || (a.event_id < b.event_id ? -1 : a.event_id > b.event_id ? 1 : 0));
+  const out = new Map<string, MrrChange>();
+  for (let i = 1; i < sorted.length; i++) {
+    const prev = sorted[i - 1]!;
+    const v = sorted[i]!;
+    if (v.event_type !== 'customer.subscription.updated' || prev.currency !== v.currency || prev.mrr === v.mrr) continue;
+    const key = `subscription.mrr_changed:${v.subscription_id}:${v.mrr}:${v.at / 1000}`;
+    if (out.has(key)) continue; // the first change of that amount at that instant names it
+    out.set(key, {
+      version: v,
+      properties: { subscriptionId: v.subscription_id, customerId: v.customer_id, status: v.status, mrr: v.mrr, currency: v.currency, from: prev.mrr, to: v.mrr, delta: v.mrr - prev.mrr },
+    });
+  }
+  return out;
+}
+
+/** JSON with sorted keys: jsonb does not keep key order. */
+const canonical = (value: unknown): string =>
+  JSON.stringify(value, (_k, v: unknown) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v));
+
+/** Replays the batch's snapshots over the history (see the section comment). */
+function planMrr(plan: Plan, history: MrrHistory): MrrPlan {
+  const out: MrrPlan = { inserts: [], updates: [], deletes: [] };
+  for (const sub of new Set(plan.subscriptions.map((v) => v.row.id))) {
+    const versions = history.versions.filter((v) => v.subscription_id === sub);
+    const seen = new Set(versions.map((v) => `${v.at}|${v.event_id}`));
+    const initial = new Map(history.recorded.filter((r) => r.subject_id === sub).map((r) => [r.dedupe_key, canonical(r.properties)]));
+    const current = new Map(initial);
+    /** per key: the change, the batch position that (last) inserted it, whether it was deleted meanwhile */
+    const fate = new Map<string, { change: MrrChange | null; insertedAt: number | null; deleted: boolean }>();
+    for (const item of plan.subscriptions.filter((v) => v.row.id === sub)) {
+      const id = `${item.created.getTime()}|${item.eventId}`;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      versions.push({ subscription_id: sub, at: item.created.getTime(), event_id: item.eventId, event_type: item.type, customer_id: item.row.customerId, status: item.row.status, currency: item.row.currency, mrr: item.row.mrrMinor });
+      const desired = mrrChanges(versions);
+      for (const [key, change] of desired) {
+        const before = current.get(key);
+        const f = fate.get(key) ?? { change: null, insertedAt: null, deleted: false };
+        if (before === undefined) f.insertedAt = item.pos;
+        f.change = change;
+        fate.set(key, f);
+        current.set(key, canonical(change.properties));
+      }
+      for (const key of [...current.keys()]) {
+        if (desired.has(key)) continue;
+        current.delete(key);
+        const f = fate.get(key) ?? { change: null, insertedAt: null, deleted: false };
+        f.deleted = true;
+        f.change = null;
+        f.insertedAt = null;
+        fate.set(key, f);
+      }
+    }
+    for (const [key, f] of fate) {
+      const was = initial.get(key);
+      if (f.change === null) {
+        if (was !== undefined) out.deletes.push(key);
+        continue;
+      }
+      if (was !== undefined && f.insertedAt === null) {
+        if (was !== canonical(f.change.properties)) out.updates.push({ key, properties: f.change.properties });
+        continue;
+      }
+      // New, or removed and made again within the batch (one at a time, it would get a new id).
+      if (was !== undefined) out.deletes.push(key);
+      const v = f.change.version;
+      out.inserts.push({
+        pos: f.insertedAt!,
+        name: 'subscription.mrr_changed',
+        dedupe_key: key,
+        source_id: v.event_id,
+        cid: v.customer_id,
+        subject_id: sub,
+        properties: f.change.properties,
+        occurred_at: new Date(v.at),
+      });
+    }
+  }
+  return out;
+}
+
+/** The new changes join the batch's facts at the position that made them known, after that event's own facts. */
+function mergeMrrFacts(facts: FactRow[], inserts: FactRow[]): void {
+  if (inserts.length === 0) return;
+  const merged = [...facts, ...inserts].map((f, n) => ({ f, n })).sort((a, b) => a.f.pos - b.f.pos || a.n - b.n).map((x) => x.f);
+  facts.splice(0, facts.length, ...merged);
+}
+
+/** Recorded MRR changes whose pair moved (a late older snapshot): new from/delta, or removed. */
+function correctMrrFacts(db: Queryable, mrr: MrrPlan): Promise<unknown>[] {
+  const pending: Promise<unknown>[] = [];
+  if (mrr.updates.length > 0) {
+    pending.push(db`
+      update domain_events e set properties = u.properties
+      from jsonb_to_recordset(${json(mrr.updates)}::text::jsonb) as u(key text, properties jsonb)
+      where e.dedupe_key = u.key`.execute());
+  }
+  if (mrr.deletes.length > 0) pending.push(db`delete from domain_events where dedupe_key = any(${mrr.deletes}::text[])`.execute());
+  return pending;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -100,8 +100,21 @@ test('a Stripe customer and an identify of the same person give the same traits 
 // records subscription.mrr_changed 4900 → 14700 (the expansion workflows' goal); update first,
 // there is no earlier snapshot to compare with and the created snapshot that arrives later is
 // older, so the upgrade is never a fact.
-test('a seat upgrade delivered before its subscription.created is still an mrr_changed fact', { todo: 'waiting for an order-independent mrr_changed (compare with the previous snapshot by event time, not arrival)' }, async () => {
+// Fixed: every snapshot is kept by event time (subscription_versions) and the change is the pair
+// (previous snapshot in event time → this one).
+test('a seat upgrade delivered before its subscription.created is still an mrr_changed fact', async () => {
   await sameAsInOrder([intent(0, 'sub_create'), intent(0, 'sub_update', 1)], '1 | 0 |', ['stripe-facts'], false);
+});
+
+// #0 sub_0_1 created (1 seat), #1 updated to 3 seats, #2 updated to 2 seats. In order: 4900 →
+// 14700, then 14700 → 9800. The 2-seat update processed before the 3-seat one first records
+// 4900 → 9800; when the older 3-seat snapshot arrives it is slotted in between: its own change is
+// recorded and the recorded one is corrected to 14700 → 9800 (one fact per change, none twice).
+test('a late older seat change slots in between: its own mrr_changed, and the next one corrected', async () => {
+  await sameAsInOrder([intent(0, 'sub_create'), intent(0, 'sub_update', 1), intent(0, 'sub_update', 1)], '0 | 2 | 1 1 |', ['stripe-facts'], false);
+  const changes = await other.svc.sql<{ properties: { from: number; to: number; delta: number } }[]>`
+    select properties from domain_events where name = 'subscription.mrr_changed' order by occurred_at`;
+  assert.deepEqual(changes.map((c) => [c.properties.from, c.properties.to, c.properties.delta]), [[4900, 14700, 9800], [14700, 9800, -4900]]);
 });
 
 // The end-to-end property's shrunk counter-example (seed 1084654226): #0 u_0 group acct_0
