@@ -5,6 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { PROJECTED_STRIPE_EVENT_TYPES } from '../src/stripe/projector.ts';
 import { STRIPE_API_VERSION } from '../src/stripe/client.ts';
@@ -179,6 +181,24 @@ test('CLI in a child process: setup stripe and backfill against the fake Stripe 
   const replay = await runCli(['replay', '--from', '2026-03-01', '--type', 'invoice.payment_failed', '--dry-run'], env);
   assert.equal(replay.code, 0, replay.stderr);
   assert.match(replay.stdout, /Dry run: replayed 1 stored Stripe event\(s\); would record no new facts/);
+  const realReplay = await runCli(['replay', '--from', '2026-03-01', '--type', 'invoice.payment_failed'], env);
+  assert.equal(realReplay.code, 0, realReplay.stderr);
+
+  // Operator actions from the CLI are in the audit log (a dry run changes nothing: not recorded).
+  const dir = await mkdtemp(path.join(tmpdir(), 'lifeline-cli-audit-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  assert.equal((await runCli(['workflows', 'export', dir], env)).code, 0);
+  const file = path.join(dir, 'onboarding.json');
+  await writeFile(file, JSON.stringify({ ...JSON.parse(await readFile(file, 'utf8')), name: 'Onboarding, edited' }, null, 2));
+  const imported = await runCli(['workflows', 'import', dir], env);
+  assert.equal(imported.code, 0, imported.stderr);
+  const audit = await svc.sql<{ actor: string; action: string; target: string | null; diff: Record<string, unknown> }[]>`
+    select actor, action, target, diff from audit_log order by id`;
+  assert.deepEqual(audit.map((a) => [a.action, a.target]), [['stripe.backfilled', null], ['stripe.replayed', 'invoice.payment_failed'], ['workflow.published', 'onboarding']]);
+  assert.ok(audit.every((a) => /^cli:.+/.test(a.actor)), `actor is the OS user: ${audit.map((a) => a.actor).join(', ')}`);
+  assert.equal((audit[0]!.diff.items as Record<string, number>).customers, 30);
+  assert.equal(audit[1]!.diff.events, 1);
+  assert.equal((audit[2]!.diff.version as { to: number }).to, 2);
 });
 
 test('CLI: Ctrl-C (SIGINT) stops a backfill after the page in flight, exit 1; the next run resumes and finishes', async (t) => {

@@ -1,14 +1,30 @@
 // Audit log of admin actions (README "Audit log"): workflow published / paused / resumed,
-// contact exported / erased. Rows are written by the route that did the action, after it
+// contact exported / erased, dead letters replayed, and the CLI's workflow imports, Stripe
+// replays and backfills. Rows are written by the route or command that did the action, after it
 // succeeded; GET /v1/admin/audit reads them (paged by id, filtered by action and time).
 import { createHash } from 'node:crypto';
+import { userInfo } from 'node:os';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { AppDeps } from '../app-deps.ts';
 import type { Sql } from '../db/connection.ts';
 import { presentedKey, requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 
-export type AuditAction = 'workflow.published' | 'workflow.paused' | 'workflow.resumed' | 'contact.exported' | 'contact.erased' | 'dead_letter.replayed';
+export type AuditAction =
+  | 'workflow.published' | 'workflow.paused' | 'workflow.resumed' | 'contact.exported' | 'contact.erased' | 'dead_letter.replayed'
+  | 'stripe.replayed' | 'stripe.backfilled';
+
+/**
+ * Who ran a CLI command: `cli:<operating-system user>`. The CLI runs on the server with database
+ * access (no admin token); the OS account is the identity it has.
+ */
+export function cliActor(user: () => string = () => userInfo().username): string {
+  try {
+    return `cli:${user() || 'unknown'}`;
+  } catch {
+    return 'cli:unknown';
+  }
+}
 
 /**
  * Who did it: the admin token's id (first 12 hex of its sha256 — never the token), taken from

@@ -1,6 +1,7 @@
 // `lifeline backfill [--since <date>] [--enroll] [--restart]`: see stripe/backfill.ts.
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
+import { cliActor, recordAudit } from '../../admin/audit-log.ts';
 import { systemClock } from '../../clock.ts';
 import { BackfillBusyError, runBackfill, type BackfillProgress, type BackfillSummary } from '../../stripe/backfill.ts';
 import { CliError } from '../cli-error.ts';
@@ -99,6 +100,10 @@ export function registerBackfill(program: Command): void {
           { since, enroll: opts.enroll === true, restart: opts.restart === true, signal: abort.signal, onProgress: (p) => progress.update(p) },
         );
         progress.stop();
+        await recordAudit(db.sql, {
+          at: systemClock.now(), actor: cliActor(), action: 'stripe.backfilled', target: null,
+          diff: { items: summary.items, enrolled: summary.enrolled.length, interrupted: summary.interrupted, resumed: summary.resumed, since: summary.since?.toISOString() ?? null },
+        });
         for (const line of describeSummary(summary)) console.log(line);
         if (summary.resumed && since) console.log('Note: the interrupted backfill was resumed with the --since it started with; `--restart` applies a new one.');
         if (summary.interrupted) throw new CliError('backfill interrupted; run it again to resume', 1);

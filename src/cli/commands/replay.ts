@@ -1,5 +1,6 @@
 // `lifeline replay --from <time> [--type <event>] [--dry-run]`: see stripe/replay.ts.
 import type { Command } from 'commander';
+import { cliActor, recordAudit } from '../../admin/audit-log.ts';
 import { systemClock } from '../../clock.ts';
 import { replayStripeEvents, type ReplaySummary } from '../../stripe/replay.ts';
 import { CliError } from '../cli-error.ts';
@@ -32,6 +33,9 @@ export function registerReplay(program: Command): void {
           process.stderr.write(`replay: ${done} events\n`);
         };
         const summary = await replayStripeEvents({ sql: db.sql, clock: systemClock }, { from, type: opts.type, dryRun: opts.dryRun === true, onProgress });
+        if (!summary.dryRun) {
+          await recordAudit(db.sql, { at: systemClock.now(), actor: cliActor(), action: 'stripe.replayed', target: opts.type ?? null, diff: { from: from.toISOString(), events: summary.events, newFacts: summary.newFacts } });
+        }
         console.log(describeReplay(summary));
       } finally {
         await db.close();

@@ -1,5 +1,6 @@
 // `lifeline workflows export <dir>` / `lifeline workflows import <dir>`: see ../workflow-files.ts.
 import type { Command } from 'commander';
+import { cliActor, recordAudit } from '../../admin/audit-log.ts';
 import { systemClock } from '../../clock.ts';
 import { loadTemplates } from '../../email/template-catalog.ts';
 import { exportWorkflows, importWorkflows } from '../workflow-files.ts';
@@ -31,6 +32,9 @@ export function registerWorkflows(program: Command): void {
       const db = await openCliDatabase(config);
       try {
         const result = await importWorkflows(db.sql, dir, templates, systemClock.now());
+        for (const p of result.published) {
+          await recordAudit(db.sql, { at: systemClock.now(), actor: cliActor(), action: 'workflow.published', target: p.key, diff: { version: { to: p.version }, via: 'lifeline workflows import' } });
+        }
         for (const p of result.published) console.log(`published ${p.key} v${p.version}`);
         if (result.unchanged.length > 0) console.log(`unchanged: ${result.unchanged.join(', ')}`);
       } finally {
