@@ -250,7 +250,7 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
         returning m.*)
       select c.id, c.contact_id, c.to_email, c.template, c.subject, c.category, c.attempts,
              ct.traits as contact_traits, a.traits as account_traits,
-             v.definition->'options' as options, r.state->'vars'->'trigger'->'properties' as trigger,
+             c.data->'options' as options, c.data->'trigger' as trigger,
              i.amount_due as invoice_amount_due, i.amount_remaining as invoice_amount_remaining, i.currency as invoice_currency,
              i.hosted_invoice_url as invoice_hosted_url, i.next_payment_attempt as invoice_next_payment_attempt,
              (select f.advice_code = 'do_not_try_again' or f.decline_class = 'hard' from payment_failures f
@@ -258,10 +258,9 @@ export function createEmailSender(deps: EmailSenderDeps): EmailSender {
       from claimed c
       left join contacts ct on ct.id = c.contact_id
       left join accounts a on a.id = c.account_id
-      left join workflow_runs r on r.id = c.run_id
-      left join workflow_versions v on v.key = r.workflow_key and v.version = r.version
-      -- the invoice a billing email is about, in the same round trip (not one query per email)
-      left join invoices i on i.id = r.state->'vars'->'trigger'->'properties'->>'invoiceId'
+      -- the invoice a billing email is about, read now (its amount and next attempt as they are
+      -- at sending), in the same round trip (not one query per email)
+      left join invoices i on i.id = c.data->'trigger'->>'invoiceId'
       order by c.id`;
   }
 

@@ -255,6 +255,8 @@ export function createEngine(deps: EngineDeps): Engine {
       switch (action.type) {
         case 'send_email': {
           const to = await recipients(tx, def, run, contact);
+          // The message carries its render input (the trigger's properties, the definition's
+          // options), so the sender renders it without reading workflow JSON or run state.
           for (const r of to) {
             if (cache) forgetContact(cache.context, r.id);
             if (r.email) queuedEmail = true;
@@ -264,7 +266,7 @@ export function createEngine(deps: EngineDeps): Engine {
                                     category, variant, data, status, status_reason, created_at, updated_at)
               values (${id}, ${run.id}, ${action.stepId}, ${run.workflow_key}, ${r.id}, ${run.account_id}, ${r.email},
                       ${action.template}, ${action.subject}, ${action.category}, ${action.variant},
-                      ${JSON.stringify({ trigger: state.vars.trigger.properties })}::text::jsonb,
+                      ${JSON.stringify({ trigger: state.vars.trigger.properties, options: def.options ?? null })}::text::jsonb,
                       ${r.email ? 'queued' : 'skipped'}, ${r.email ? null : 'contact has no email address'}, ${now}, ${now})
               on conflict (id) do nothing`;
           }
