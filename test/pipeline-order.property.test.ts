@@ -46,15 +46,9 @@ const TIMING = process.env.ORDER_TIMING === '1';
 
 type Case = { timeline: Timeline; plan: DeliveryPlan };
 
-/**
- * Properties that fail today because a fix has not landed yet (node:test todo: reported, not
- * failing the suite). Remove an entry once its fix is in; the regressions in test/regressions/
- * name the same fixes.
- */
-const TODO = {
-  people: 'waiting for contacts made from Stripe customers to take traits independently of arrival order (see test/regressions/delivery-order.test.ts)',
-  cooldown: 'waiting for an entry refused because its goal fact was already recorded to count for the cooldown as the run it would have been in event order (win-back; see test/regressions/delivery-order.test.ts)',
-} as const;
+// A property that fails because its fix has not landed yet runs as node:test `todo` (reported,
+// not failing the suite), with a todo regression in test/regressions/ naming the same fix. None
+// does at the moment.
 
 const cases = (ops: readonly Op[]) => fc.record({ timeline: timelineArbitrary(ops), plan: deliveryPlanArbitrary });
 
@@ -117,7 +111,7 @@ test('every Stripe transition is one fact, however often and in whatever order i
   });
 });
 
-test('contacts and accounts (traits, links, members) do not depend on delivery order or duplicates', { todo: TODO.people }, async (t) => {
+test('contacts and accounts (traits, links, members) do not depend on delivery order or duplicates', async (t) => {
   // Product calls and the Stripe events that make or link contacts (customer email on invoices
   // and customers; none on subscriptions and payment methods).
   await sameOutcome(t, [...PRODUCT_OPS, 'invoice_fail', 'pm_update', 'sub_create', 'pm_attach'], 20, ['people'], { follow: false });
@@ -131,7 +125,7 @@ const WORKFLOW_ASPECTS: Aspect[] = ['emails', 'runs', 'report', 'stripe'];
 // invoice, with card changes and identify calls around them (1–2 customers, so they collide).
 const BILLING_OPS: Op[] = ['invoice_fail', 'invoice_fail', 'invoice_fail', 'invoice_paid', 'invoice_paid', 'invoice_void', 'invoice_uncollectible', 'sub_cancel', 'sub_create', 'pm_update', 'identify'];
 
-test('end to end, billing: no dunning email or run the in-order delivery would not have; the same recovery report and state', { todo: TODO.cooldown }, async (t) => {
+test('end to end, billing: no dunning email or run the in-order delivery would not have; the same recovery report and state', async (t) => {
   const [ref, shuffled] = await services(t);
   await checkProperty(t, fc.record({ timeline: timelineArbitrary(BILLING_OPS, { customers: { min: 1, max: 2 }, maxIntents: 10 }), plan: deliveryPlanArbitrary }), 15, async ({ timeline, plan }) => {
     const start = await runCase(ref, shuffled, timeline, schedule(timeline, plan), { follow: true });
@@ -139,6 +133,6 @@ test('end to end, billing: no dunning email or run the in-order delivery would n
   });
 });
 
-test('end to end, everything: no email or workflow run the in-order delivery would not have; the same recovery report and state', { todo: TODO.cooldown }, async (t) => {
+test('end to end, everything: no email or workflow run the in-order delivery would not have; the same recovery report and state', async (t) => {
   await sameOutcome(t, ALL_OPS, 12, WORKFLOW_ASPECTS, { follow: true });
 });

@@ -1,10 +1,12 @@
 // Traits do not depend on arrival order (#5): identify (and group) messages delivered in any
 // order, with duplicates, in any split into processing passes, end with every trait holding the
-// value of the latest message (by its timestamp) that set it.
+// value of the latest message (by its timestamp) that set it. The same for the email and name
+// Stripe events give a contact (by Stripe time; an identify's value always wins).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { build, WRITE_KEY, type Built } from './helpers/build.ts';
+import { deliver as deliverStripe, envelope, invoice } from './helpers/stripe.ts';
 
 interface Msg {
   n: number;
@@ -100,4 +102,49 @@ test('account traits from group calls: per trait, the latest message wins', asyn
     }),
     { numRuns: 25 },
   );
+});
+
+// Stripe billing details (customer email and name; an invoice's customer_email/customer_name,
+// frozen when the invoice was made) reach the contact per trait by the time of the message that
+// carried them, and never overwrite what a product message (identify) said about the person.
+test('Stripe email and name: per trait the newest Stripe value wins, an identify always wins, in every arrival order', async (t) => {
+  const svc = await build(t);
+  const T = 1_760_000_000;
+  type Step = 'older customer' | 'newer customer' | 'invoice' | 'identify';
+  const send = async (step: Step, n: number) => {
+    const cus = `cus_perm_${n}`;
+    if (step === 'identify') {
+      const res = await svc.app.inject({
+        method: 'POST', url: '/v1/identify', headers: { authorization: `Bearer ${WRITE_KEY}` },
+        payload: { userId: `u_perm_${n}`, messageId: `id-${n}`, timestamp: new Date((T - 100) * 1000).toISOString(), traits: { name: 'Pat', stripeCustomerId: cus } },
+      });
+      assert.equal(res.statusCode, 200, res.body);
+      return;
+    }
+    const event =
+      step === 'invoice'
+        // the newest event, but its customer_email is as of the invoice's creation (between the two customer snapshots)
+        ? envelope('invoice.payment_failed', { ...invoice({ id: `in_perm_${n}`, customer: cus, customer_email: `c${n}@example.test`, created: T + 20 }), customer_name: 'C' }, { id: `evt_inv_${n}`, created: T + 40 })
+        : step === 'older customer'
+          ? envelope('customer.updated', { id: cus, object: 'customer', email: `a${n}@example.test`, name: 'A', metadata: {} }, { id: `evt_a_${n}`, created: T + 10 })
+          : envelope('customer.updated', { id: cus, object: 'customer', email: `b${n}@example.test`, name: 'B', metadata: {} }, { id: `evt_b_${n}`, created: T + 30 });
+    const res = await deliverStripe(svc.app, event);
+    assert.equal(res.statusCode, 200, res.body);
+  };
+  const permutations = <X>(xs: X[]): X[][] => (xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((rest) => [x, ...rest])));
+  let n = 0;
+  for (const withIdentify of [false, true]) {
+    const steps: Step[] = ['older customer', 'newer customer', 'invoice', ...(withIdentify ? ['identify' as const] : [])];
+    for (const order of permutations(steps)) {
+      n++;
+      for (const step of order) {
+        await send(step, n);
+        await svc.inbox.drain();
+      }
+      const rows = await svc.sql<{ email: string; traits: Record<string, unknown> }[]>`
+        select email, traits from contacts where stripe_customer_id = ${`cus_perm_${n}`}`;
+      const want = { email: `b${n}@example.test`, name: withIdentify ? 'Pat' : 'B' };
+      assert.deepEqual(rows.map((r) => ({ email: r.email, traits: { email: r.traits.email, name: r.traits.name } })), [{ email: want.email, traits: want }], `arrival order: ${order.join(', ')}`);
+    }
+  }
 });

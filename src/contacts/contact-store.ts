@@ -10,6 +10,8 @@ export interface ContactRow {
   traits: Record<string, unknown>;
   /** per trait, when the message that set it happened (ISO); see lifeline_newer in migration 0005 */
   trait_times?: Record<string, string>;
+  /** per trait a Stripe event set, that event's time (ISO); see src/stripe/customer-contacts.ts */
+  stripe_trait_times?: Record<string, string>;
   created_at: Date;
   updated_at: Date;
 }
@@ -179,6 +181,7 @@ async function mergeContact(db: Queryable, into: ContactRow, from: ContactRow, n
       stripe_customer_id = coalesce(stripe_customer_id, ${from.stripe_customer_id}),
       traits = ${JSON.stringify(from.traits ?? {})}::text::jsonb || traits,
       trait_times = (${JSON.stringify(from.trait_times ?? {})}::text::jsonb - array(select jsonb_object_keys(traits))) || trait_times,
+      stripe_trait_times = (${JSON.stringify(from.stripe_trait_times ?? {})}::text::jsonb - array(select jsonb_object_keys(traits))) || stripe_trait_times,
       created_at = least(created_at, ${from.created_at}),
       updated_at = ${now}
     where id = ${into.id}

@@ -157,7 +157,7 @@ export async function eraseContact(sql: Sql, contact: Row, options: { outboxDir?
     count('suppressions', (await tx`delete from suppressions where email = any(${addresses}::text[])`).count);
 
     count('contacts', (await tx`update contacts set email = null, user_id = null, anonymous_id = null, traits = '{}'::jsonb,
-                                  trait_times = '{}'::jsonb, updated_at = ${options.now} where id = ${contactId}`).count);
+                                  trait_times = '{}'::jsonb, stripe_trait_times = '{}'::jsonb, updated_at = ${options.now} where id = ${contactId}`).count);
     count('messages', (await tx`update messages set to_email = null, subject = ${ERASED}, data = '{}'::jsonb where contact_id = ${contactId}`).count);
     count('message_events', (await tx`update message_events set detail = null where message_id = any(${messageIds}::text[]) and detail is not null`).count);
     const batches = await tx<{ id: string; render_inputs: string }[]>`select id, render_inputs from email_batches where message_ids && ${messageIds}::text[]`;

@@ -164,10 +164,14 @@ export async function projectStripeBatch(db: Queryable, events: readonly StripeE
 }
 
 /**
- * Where one-at-a-time projection would call contactForCustomer, and with which identity: for a
- * customer snapshot, its own email and name; for a fact, the customers row as it would be at
- * that event (replayed here from the row before the batch and the batch's writes to it), else
- * the email and name the event itself carries.
+ * Where one-at-a-time projection would call contactForCustomer, and with which identity, each
+ * value with the time of the Stripe event it comes from (customer-contacts.ts): for a customer
+ * snapshot, its own email and name at its time; for a fact, per value, the email and name the
+ * event itself carries (an invoice's customer_email, a checkout's customer_details) as of when
+ * (FactRow.fallback), else the customers row as it would be at that event (replayed here from the row before the
+ * batch and the batch's writes to it) at that snapshot's time, else what a placeholder row holds
+ * (copied from some event: the oldest possible time, it only fills gaps). Each value goes with the
+ * time of the message it comes from, so the newest one wins whichever arrives first.
  */
 function contactPoints(plan: Plan, stored: StoredCustomer[], facts: FactRow[]): ContactPoint[] {
   type Row = { email: string | null; name: string | null; deleted: boolean; vc: number; ve: string };
@@ -188,14 +192,20 @@ function contactPoints(plan: Plan, stored: StoredCustomer[], facts: FactRow[]): 
       const vc = c.created.getTime();
       const newer = !row || ((!row.deleted || c.row.deleted) && compareTuple([Number(c.row.deleted), vc, c.eventId], [Number(row.deleted), row.vc, row.ve]) > 0);
       if (newer) rows.set(op.cid, { email: c.row.email, name: c.row.name, deleted: c.row.deleted, vc, ve: c.eventId });
-      if (!c.row.deleted && plan.identities.has(op.cid)) points.push({ cid: op.cid, email: c.row.email, name: c.row.name });
+      if (!c.row.deleted && plan.identities.has(op.cid)) points.push({ cid: op.cid, email: c.row.email, name: c.row.name, emailAt: vc, nameAt: vc });
     } else {
       // the facts of this event, in the order they are recorded
       for (; f < facts.length && facts[f]!.pos <= op.pos; f++) {
         const fact = facts[f]!;
         if (fact.pos < op.pos || fact.cid === null) continue;
         const row = rows.get(fact.cid);
-        points.push({ cid: fact.cid, email: row?.email ?? fact.fallback?.email ?? null, name: row?.name ?? fact.fallback?.name ?? null });
+        const real = row !== undefined && row.ve !== '';
+        const at = fact.fallback?.at ?? fact.occurred_at.getTime();
+        const pick = (snapshot: string | null | undefined, carried: string | null | undefined): [string | null, number] =>
+          carried ? [carried, at] : real && snapshot ? [snapshot, row!.vc] : snapshot ? [snapshot, 0] : [null, 0];
+        const [email, emailAt] = pick(row?.email, fact.fallback?.email);
+        const [name, nameAt] = pick(row?.name, fact.fallback?.name);
+        points.push({ cid: fact.cid, email, name, emailAt, nameAt });
       }
     }
   }
@@ -238,8 +248,12 @@ interface FactRow {
   subject_id: string | null;
   properties: Record<string, unknown>;
   occurred_at: Date;
-  /** the identity the event carries, for a customer row without one */
-  fallback?: { email: string | null; name: string | null };
+  /**
+   * the identity the event carries, and as of when (ms): an invoice's customer_email/name are
+   * copied from the customer when the invoice is made and then frozen, so they date from the
+   * invoice's creation, not from the event (a retry weeks later must not pass them off as new)
+   */
+  fallback?: { email: string | null; name: string | null; at: number };
 }
 
 interface FactSource {
@@ -387,7 +401,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
               cid: inv.customerId,
               subject_id: inv.id,
               properties: invoiceProperties(inv, payment ? (declines.get(pos) ?? { declineClass: 'unknown', declineCode: null }) : null),
-              fallback: { email: inv.customerEmail, name: inv.customerName },
+              fallback: { email: inv.customerEmail, name: inv.customerName, at: Math.min(inv.stripeCreated?.getTime() ?? created.getTime(), created.getTime()) },
             }),
           ],
         });
@@ -456,7 +470,7 @@ function planBatch(events: readonly StripeEnvelope[]): Plan {
               cid: customerId,
               subject_id: idOf(object.id),
               properties: { sessionId: object.id, customerId, subscriptionId: idOf(object.subscription), mode: object.mode ?? null, amountTotal: object.amount_total ?? null, currency: object.currency ?? null },
-              fallback: { email, name },
+              fallback: { email, name, at: created.getTime() },
             }),
           ],
         });

@@ -9,8 +9,6 @@ import { ADMIN_TOKEN } from '../helpers/build.ts';
 import { arrivals, buildTimeline, type Intent, type Op } from '../helpers/timeline-generator.ts';
 import { assertOneFactPerTransition, assertSameOutcome, deliverAll, harness, nextStart, runCase, type Aspect, type Harness } from '../helpers/pipeline-driver.ts';
 
-const TODO_STRIPE_CONTACT = 'waiting for contacts made from Stripe customers to take traits independently of arrival order';
-
 const intent = (customer: number, op: Op, variant = 0, gapMinutes = 60): Intent => ({ customer, op, variant, gapMinutes });
 
 // Two services for the whole file (a build costs ~1 s; each case empties them first).
@@ -84,15 +82,17 @@ test('an older identify delivered late does not overwrite a newer trait', async 
 // #0 sub_0_1 created (a subscription carries no email), #1 in_0_1 payment_failed (customer_email,
 // customer_name). In order the contact is made from the subscription (traits {}), the invoice
 // only fills its email; invoice first, the contact is made with traits {email, name}.
-test('the contact made for a Stripe customer has the same traits whichever Stripe event arrives first', { todo: TODO_STRIPE_CONTACT }, async () => {
+// Fixed: each Stripe email/name carries its event's time (contacts.stripe_trait_times), newest wins.
+test('the contact made for a Stripe customer has the same traits whichever Stripe event arrives first', async () => {
   await sameAsInOrder([intent(0, 'invoice_fail')], '1 | 0 |', ['people'], false);
 });
 
 // #0 cus_0 customer.updated (new default card; name "Customer 0"), #1 u_0 identify
 // (stripeCustomerId cus_0). In order the contact made for the customer (traits {email, name})
 // is adopted by the identify and keeps `name`; identify first, the customer links to u_0 and
-// `name` never arrives.
-test('a Stripe customer and an identify of the same person give the same traits in either order', { todo: TODO_STRIPE_CONTACT }, async () => {
+// `name` never arrives. Fixed: Stripe traits reach identified contacts too, per trait by Stripe
+// time, and never overwrite a trait a product message set.
+test('a Stripe customer and an identify of the same person give the same traits in either order', async () => {
   await sameAsInOrder([intent(0, 'pm_update'), intent(0, 'identify', 2)], '1 | 0 |', ['people'], false);
 });
 
