@@ -627,7 +627,7 @@ test('recovery report: every state, attribution bucket, a late recovery and the 
 
   // --- out of order and duplicated: the same report and the same ledger, except for whether
   // Lifeline treated a case. Service B learns of the delayed cases only on DUMP_DAY, with the
-  // settling fact (paid, voided, written off, canceled) delivered before the failure: it must not
+  // settling fact (paid, voided, written off, canceled or marked unpaid) delivered before the failure: it must not
   // start a run for them (it would email a customer who no longer owes anything), so those cases
   // have no run, hence are neither treated nor hold-out. Every other figure is order-independent.
   const reportB = await getReport(b.svc, query);
@@ -636,7 +636,8 @@ test('recovery report: every state, attribution bucket, a late recovery and the 
   const ledgerB = await ledgerRows(b.svc);
   const untreated = new Set(ledgerB.filter((row) => !row.has_run).map((row) => String(row.invoice_id)));
   const settling = new Set(['invoice.paid', 'invoice.voided', 'invoice.marked_uncollectible', 'customer.subscription.deleted']);
-  const settledLate = new Set(s.events.filter((e) => e.delayable && settling.has(e.env.type)).map((e) => s.ctx.get(e.caseKey)!.invoice));
+  const unpaid = (e: (typeof s.events)[number]) => e.env.type === 'customer.subscription.updated' && (e.env.data.object as Obj).status === 'unpaid';
+  const settledLate = new Set(s.events.filter((e) => e.delayable && (settling.has(e.env.type) || unpaid(e))).map((e) => s.ctx.get(e.caseKey)!.invoice));
   for (const invoice of untreated) {
     assert.ok(settledLate.has(invoice) || !incremental.find((row) => String(row.invoice_id) === invoice)?.has_run, `${invoice}: no run only because it was settled before its failure arrived`);
   }

@@ -218,6 +218,7 @@ test('built-in billing recovery: alerts above RECOVERY_ALERT_MRR in the invoice 
   await failing(svc, 'cus_eu', [{ amount: 500_000, currency: 'eur' }]);
   // two subscriptions of 60,000 usd: 120,000 usd of MRR together (one currency: added)
   await failing(svc, 'cus_two', [{ amount: 60_000, currency: 'usd' }, { amount: 60_000, currency: 'usd' }]);
+  await failing(svc, 'cus_unp', [{ amount: 3_000, currency: 'usd' }]);
   await svc.drain();
   const rows = async () => (await svc.sql<{ id: string; run_key: string; step_id: string }[]>`
     select n.id, r.run_key, n.step_id from slack_notifications n join workflow_runs r on r.id = n.run_id order by r.run_key, n.step_id`).map((r) => [r.run_key, r.step_id]);
@@ -229,6 +230,8 @@ test('built-in billing recovery: alerts above RECOVERY_ALERT_MRR in the invoice 
   clock.advance(9 * 86_400_000);
   assert.equal((await deliver(svc.app, envelope('invoice.marked_uncollectible', invoice({ id: 'in_cus_small', customer: 'cus_small', subscription: 'sub_cus_small_0', amount_due: 2_000, status: 'uncollectible' }), { created: 1_761_200_000 }))).statusCode, 200);
   assert.equal((await deliver(svc.app, envelope('customer.subscription.deleted', subscription({ id: 'sub_cus_eu_0', customer: 'cus_eu', status: 'canceled', unit_amount: 500_000, currency: 'eur', cancellation_reason: 'payment_failed' }), { created: 1_761_200_000 }))).statusCode, 200);
+  // Stripe's retries are over and it marks the subscription unpaid (a setting): lost as well
+  assert.equal((await deliver(svc.app, envelope('customer.subscription.updated', subscription({ id: 'sub_cus_unp_0', customer: 'cus_unp', status: 'unpaid', unit_amount: 3_000 }), { created: 1_761_200_000, previous: { status: 'past_due' } }))).statusCode, 200);
   // and the big customer pays: recovered, no alert
   assert.equal((await deliver(svc.app, envelope('invoice.paid', invoice({ id: 'in_cus_big', customer: 'cus_big', subscription: 'sub_cus_big_0', amount_due: 250_000, status: 'paid' }), { created: 1_761_200_000 }))).statusCode, 200);
   await svc.drain();
@@ -237,10 +240,11 @@ test('built-in billing recovery: alerts above RECOVERY_ALERT_MRR in the invoice 
     ['in_cus_eu', 'alert_lost_canceled'],
     ['in_cus_small', 'alert_lost_written_off'],
     ['in_cus_two', 'alert_high_mrr'],
+    ['in_cus_unp', 'alert_lost_unpaid'],
   ]);
-  assert.equal(await svc.slack.drain(), 2);
+  assert.equal(await svc.slack.drain(), 3);
   const lost = slack.received.slice(2).map((m) => m.text).sort();
-  assert.deepEqual(lost, ['Payment recovery lost: the invoice was written off', 'Payment recovery lost: the subscription was canceled unpaid']);
+  assert.deepEqual(lost, ['Payment recovery lost: the invoice was written off', 'Payment recovery lost: the subscription was canceled unpaid', 'Payment recovery lost: the subscription was marked unpaid']);
   const written = slack.received.find((m) => m.text.includes('written off'))!;
   const fields = (written.blocks[1] as { fields: Array<{ text: string }> }).fields.map((f) => f.text);
   assert.ok(fields.includes('*Customer*\ncus_small'), fields.join(' | '));
@@ -252,6 +256,7 @@ test('built-in billing recovery: alerts above RECOVERY_ALERT_MRR in the invoice 
     ['in_cus_eu', 'notify slack: Payment recovery lost: the subscription was canceled unpaid'],
     ['in_cus_small', 'notify slack: Payment recovery lost: the invoice was written off'],
     ['in_cus_two', 'notify slack: Payment failed on a high-MRR account'],
+    ['in_cus_unp', 'notify slack: Payment recovery lost: the subscription was marked unpaid'],
   ]);
 
   // the workflow report's funnel lists the exit's steps after the steps, with how many runs reached them
@@ -267,7 +272,7 @@ test('built-in billing recovery: alerts above RECOVERY_ALERT_MRR in the invoice 
   assert.equal((await deliver(svc.app, envelope('invoice.marked_uncollectible', invoice({ id: 'in_cus_small', customer: 'cus_small', subscription: 'sub_cus_small_0', amount_due: 2_000, status: 'uncollectible' }), { created: 1_761_200_000 }))).statusCode, 200);
   await svc.drain();
   assert.equal(await svc.slack.drain(), 0);
-  assert.equal(slack.received.length, 4);
+  assert.equal(slack.received.length, 5);
 
   // simulate shows the alert the engine would raise, with the settings it assumed
   const simulated = await svc.app.inject({

@@ -195,6 +195,17 @@ test('billing recovery alerts when the case is lost (written off or subscription
   // the exit's trace: exit, then the branch and the alert, at the exit's time
   assert.deepEqual(canceled.trace.slice(-3).map((entry) => [entry.kind, entry.stepId]), [['exit', null], ['branch', 'lost_canceled'], ['notify', 'alert_lost_canceled']]);
 
+  // Stripe marks the subscription unpaid after its last retry: dunning is over, the case lost
+  const unpaid = run(billingRecovery, [
+    paymentFailed('soft'),
+    makeEvent('subscription.status_changed', { subscriptionId: 'sub_1', from: 'active', to: 'past_due' }, plus(T0, 'PT1M')),
+    makeEvent('subscription.status_changed', { subscriptionId: 'sub_9', from: 'past_due', to: 'unpaid' }, plus(T0, 'P2D')),
+    makeEvent('subscription.status_changed', { subscriptionId: 'sub_1', from: 'past_due', to: 'unpaid' }, plus(T0, 'P16D')),
+  ], { invoice: open, settings: alerting });
+  assert.equal(unpaid.final?.endReason, 'exit: subscription.status_changed');
+  assert.equal(unpaid.sends.length, 4, 'past_due and another subscription going unpaid change nothing');
+  assert.deepEqual(alertsOf(unpaid), [['alert_lost_unpaid', plus(T0, 'P16D')]]);
+
   const voided = run(billingRecovery, [paymentFailed('soft'), makeEvent('invoice.voided', { invoiceId: 'in_1' }, plus(T0, 'P1D'))], { invoice: { status: 'void' }, settings: alerting });
   assert.deepEqual(voided.alerts, []);
   // the invoice was paid meanwhile (the payment's fact not delivered yet): not lost
