@@ -25,6 +25,16 @@ const KILLS = Number(process.env.KILLS ?? 20);
 const KILL_GAP_MS: [number, number] = [800, 3_500];
 const SETTLE_MS = 300_000;
 
+/** The chaos service's warnings and errors: counts by message, and the last ones in full. */
+function logTrail(svc: ServiceProcess): void {
+  const bad = svc.logs.filter((l) => l.level >= 40);
+  const byMessage = new Map<string, number>();
+  for (const l of bad) byMessage.set(String(l.msg), (byMessage.get(String(l.msg)) ?? 0) + 1);
+  console.log(`chaos service warnings/errors by message: ${JSON.stringify([...byMessage])}`);
+  for (const l of bad.slice(-20)) console.log(`chaos service log: ${JSON.stringify(l).slice(0, 600)}`);
+  console.log(`chaos service stderr (end): ${svc.stderr.join('').slice(-1500)}`);
+}
+
 test(`kill -9 at random moments (seed ${SEED}, ${CUSTOMERS} customers, ≥ ${KILLS} kills): nothing lost, no email twice, same end as a clean run`, async (t) => {
   console.log(`chaos seed: ${SEED} (rerun with SEED=${SEED} npm run test:chaos)`);
   const started = performance.now();
@@ -46,11 +56,13 @@ test(`kill -9 at random moments (seed ${SEED}, ${CUSTOMERS} customers, ≥ ${KIL
   const [clean, chaos] = await Promise.all([setup(), setup()]);
   const workload = chaosWorkload(CUSTOMERS, SEED, Math.floor(Date.now() / 1000) - 3_600);
 
-  const runPhases = async (target: { svc: ServiceProcess; sql: ReturnType<typeof createSql> }, stats: DeliveryStats, duplicateRate: number) => {
+  const runPhases = async (name: string, target: { svc: ServiceProcess; sql: ReturnType<typeof createSql> }, stats: DeliveryStats, duplicateRate: number) => {
     const dupRandom = prng(SEED + 1);
-    for (const phase of workload.phases) {
+    for (const [i, phase] of workload.phases.entries()) {
       await deliverPhase(() => target.svc.url, phase, stats, { duplicateRate, random: dupRandom, deadlineMs: SETTLE_MS });
-      await waitSettled(target.sql, SETTLE_MS);
+      const delivered = Math.round((performance.now() - started) / 1000);
+      const settledIn = await waitSettled(target.sql, SETTLE_MS, (detail) => console.log(`chaos ${name}: phase ${i + 1} not settled yet: ${JSON.stringify(detail)}`));
+      console.log(`chaos ${name}: phase ${i + 1} (${phase.length} deliveries) delivered at ${delivered} s, settled ${Math.round(settledIn / 1000)} s later`);
     }
   };
 
@@ -58,9 +70,10 @@ test(`kill -9 at random moments (seed ${SEED}, ${CUSTOMERS} customers, ≥ ${KIL
   // happened and the timeline is delivered.
   let kills = 0;
   let delivered = false;
+  let failed = false;
   const killMoments: number[] = [];
   const killer = (async () => {
-    while (!delivered || kills < KILLS) {
+    while ((!delivered || kills < KILLS) && !failed) {
       await sleep(KILL_GAP_MS[0] + Math.floor(random() * (KILL_GAP_MS[1] - KILL_GAP_MS[0])));
       killMoments.push(Math.round(performance.now() - started));
       await chaos.svc.kill9();
@@ -80,12 +93,19 @@ test(`kill -9 at random moments (seed ${SEED}, ${CUSTOMERS} customers, ≥ ${KIL
     console.log(`chaos progress: ${JSON.stringify({ s: Math.round((performance.now() - started) / 1000), kills, delivered, acknowledged: chaosStats.acknowledged.size, cleanAcknowledged: cleanStats.acknowledged.size, of: workload.total, serviceExit: chaos.svc.exit() })}`);
   }, 20_000);
   t.after(() => clearInterval(progress));
-  const cleanRun = runPhases(clean, cleanStats, 0);
-  const chaosRun = runPhases(chaos, chaosStats, 0.05).finally(() => (delivered = true));
-  await Promise.all([cleanRun, chaosRun, killer]);
-  // After the last restart: everything still pending completes.
-  await waitSettled(chaos.sql, SETTLE_MS);
-  await waitSettled(clean.sql, SETTLE_MS);
+  const cleanRun = runPhases('clean', clean, cleanStats, 0);
+  const chaosRun = runPhases('chaos', chaos, chaosStats, 0.05).finally(() => (delivered = true));
+  try {
+    await Promise.all([cleanRun, chaosRun, killer]);
+    // After the last restart: everything still pending completes.
+    await waitSettled(chaos.sql, SETTLE_MS);
+    await waitSettled(clean.sql, SETTLE_MS);
+  } catch (err) {
+    // Stop the killer (else this process never ends) and leave a trail: what the service logged.
+    failed = true;
+    logTrail(chaos.svc);
+    throw err;
+  }
 
   // Nothing lost: every delivery acknowledged, stored once, processed, none dead.
   assert.equal(chaosStats.acknowledged.size, workload.total);
