@@ -13,6 +13,7 @@ import { refreshRecoveryCases } from '../src/reports/recovery-cases.ts';
 import { median } from '../src/reports/stats.ts';
 import { builtinDefinition } from '../src/workflows/builtin/index.ts';
 import { assignVariant } from '../src/workflows/interpreter.ts';
+import { loadContact } from '../src/workflows/context-loader.ts';
 import type { Step, WorkflowDefinition } from '../src/workflows/types.ts';
 import { ADMIN_TOKEN, build, type Built } from './helpers/build.ts';
 import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
@@ -248,7 +249,9 @@ async function createCustomers(svc: Built, clock: ManualClock, customers: Envelo
   await svc.drain();
   const rows = await svc.sql<{ id: string; contact_id: number }[]>`select id, contact_id from customers order by id`;
   assert.equal(rows.length, POOL);
-  return new Map(rows.map((r) => [r.id, assignVariant('billing-recovery', SPLIT, r.contact_id) === 'holdout' ? 'holdout' : 'treated']));
+  // Split assignment hashes who the contact is (its split key: here the Stripe customer), not its row id.
+  const keys = await Promise.all(rows.map(async (r) => (await loadContact(svc.sql, r.contact_id))!.split_key));
+  return new Map(rows.map((r, i) => [r.id, assignVariant('billing-recovery', SPLIT, keys[i]!) === 'holdout' ? 'holdout' : 'treated']));
 }
 
 async function click(svc: Built, invoiceId: string): Promise<void> {

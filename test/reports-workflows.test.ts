@@ -8,6 +8,7 @@ import { signToken } from '../src/email/tokens.ts';
 import { compareProportions, median, normalSurvival } from '../src/reports/stats.ts';
 import { builtinDefinition } from '../src/workflows/builtin/index.ts';
 import { assignVariant } from '../src/workflows/interpreter.ts';
+import { loadContact } from '../src/workflows/context-loader.ts';
 import type { Step } from '../src/workflows/types.ts';
 import { ADMIN_TOKEN, build, WRITE_KEY, type Built } from './helpers/build.ts';
 import { deliver, envelope, invoice, subscription } from './helpers/stripe.ts';
@@ -87,7 +88,9 @@ test('activation and onboarding: time to value, completion, the step funnel and 
   for (let i = 1; i <= 40; i++) await identify(svc, `o${String(i).padStart(2, '0')}`);
   await svc.drain();
   const contacts = await svc.sql<{ user_id: string; id: number }[]>`select user_id, id from contacts where user_id like 'o%' order by user_id`;
-  const bucket = new Map(contacts.map((c) => [c.user_id, assignVariant('onboarding', onboardingSplit, c.id)]));
+  // Split assignment hashes who the contact is (its split key: here the user id), not its row id.
+  const keys = await Promise.all(contacts.map(async (c) => (await loadContact(svc.sql, c.id))!.split_key));
+  const bucket = new Map(contacts.map((c, i) => [c.user_id, assignVariant('onboarding', onboardingSplit, keys[i]!)]));
   const pick = (variant: string, n: number) => [...bucket].filter(([, v]) => v === variant).slice(0, n).map(([u]) => u);
   const A = pick('A', 4);
   const B = pick('B', 5);

@@ -23,7 +23,17 @@ export interface ContactRecord {
   email: string | null;
   traits: Record<string, unknown>;
   stripe_customer_id: string | null;
+  /** who the contact is, stably (SPLIT_KEY): split assignment hashes it */
+  split_key: string;
 }
+
+/**
+ * A contact's stable name for split and hold-out assignment: its user id, else its Stripe
+ * customer, else its email, else its anonymous id. Not the row id: contacts are numbered in the
+ * order they are made, which follows delivery order, so two deliveries of the same history would
+ * put the same person in different variants.
+ */
+const SPLIT_KEY = `coalesce('user:' || user_id, 'cus:' || stripe_customer_id, 'email:' || lower(email), 'anon:' || anonymous_id, 'id:' || id::text) as split_key`;
 
 type AccountRow = { id: number; traits: Record<string, unknown>; stripe_customer_id: string | null };
 type FailureRow = { invoice_id: string | null; customer_id: string; decline_class: DeclineClass; decline_code: string | null; occurred_at: Date; id: number };
@@ -84,7 +94,7 @@ export async function prefetchContexts(
 ): Promise<void> {
   const contactIds = [...new Set(input.contactIds.map(Number))];
   const [contacts, firstAccounts, accounts, invoices, subscriptions, last, recovery] = await Promise.all([
-    db<ContactRecord[]>`select id, email, traits, stripe_customer_id from contacts where id = any(${contactIds}::bigint[])`,
+    db<ContactRecord[]>`select id, email, traits, stripe_customer_id, ${db.unsafe(SPLIT_KEY)} from contacts where id = any(${contactIds}::bigint[])`,
     db<(AccountRow & { contact_id: number })[]>`
       select distinct on (m.contact_id) m.contact_id, a.id, a.traits, a.stripe_customer_id
       from account_members m join accounts a on a.id = m.account_id
@@ -163,7 +173,7 @@ const subscriptionSelect = (db: Queryable) => db`
 export async function loadContact(db: Queryable, contactId: number, p?: ContextPrefetch): Promise<ContactRecord | null> {
   const cached = p?.contacts.get(Number(contactId));
   if (cached !== undefined) return cached;
-  const [row] = await db<ContactRecord[]>`select id, email, traits, stripe_customer_id from contacts where id = ${contactId}`;
+  const [row] = await db<ContactRecord[]>`select id, email, traits, stripe_customer_id, ${db.unsafe(SPLIT_KEY)} from contacts where id = ${contactId}`;
   return row ?? null;
 }
 
@@ -341,7 +351,7 @@ export async function loadContext(
   const tz = str(contact.traits.timezone) ?? str(account?.traits.timezone);
 
   return {
-    contact: { id: contact.id, email: contact.email, traits: contact.traits },
+    contact: { id: contact.id, email: contact.email, traits: contact.traits, splitKey: contact.split_key },
     account: account ? { id: account.id, traits: account.traits } : null,
     invoice,
     subscription,

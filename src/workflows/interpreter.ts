@@ -573,7 +573,7 @@ function runFrom(execution: Execution, from: string | null, event: EventFact | n
         break;
       case 'split': {
         const existing = execution.state.variants[step.id];
-        const variant = existing ?? assignVariant(execution.definition.key, step, execution.context.contact.id);
+        const variant = existing ?? assignVariant(execution.definition.key, step, execution.context.contact.splitKey ?? execution.context.contact.id);
         execution.state.variants = { ...execution.state.variants, [step.id]: variant };
         if (variant === HOLDOUT) {
           execution.state.holdout = true;

@@ -192,7 +192,11 @@ export type Fact =
 
 /** Everything the interpreter may read about the world, gathered by the edge beforehand. */
 export interface Context {
-  contact: { id: string | number; email: string | null; traits: Record<string, unknown> };
+  /**
+   * splitKey: who the contact is, stably (user id, else Stripe customer, else email): split and
+   * hold-out assignment hash it, falling back to `id` (a row id follows delivery order)
+   */
+  contact: { id: string | number; email: string | null; traits: Record<string, unknown>; splitKey?: string };
   account: { id: string | number; traits: Record<string, unknown> } | null;
   invoice?: Record<string, unknown> | null;
   subscription?: Record<string, unknown> | null;

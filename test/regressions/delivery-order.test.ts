@@ -169,3 +169,25 @@ test('win-back restore after an involuntary cancellation does not wait for the c
   const sent = await ref.svc.sql`select count(*)::int as n from messages where template = 'winback-restore' and status in ('queued', 'sent')`;
   assert.equal(sent[0]!.n, 1, 'in order the restore email goes out at the cancellation');
 });
+
+// The end-to-end property's counter-example (seed -192945500, path 41:4; 12 events, not shrunk
+// within the time limit): u_0 tracks Trial Started, onboarding starts and splits its runs 45/45/10
+// (A, B, hold-out). Which variant a contact got was a hash of its row id, and contacts are numbered
+// in the order they are made, which follows delivery order: u_0 was in the hold-out in one
+// delivery (run completed, no email) and not in the other (run held behind its dunning). The
+// assignment now hashes who the contact is (user id, else Stripe customer, else email).
+// Six users' Trial Started delivered in reverse order: each user gets the same variant either way.
+test('split and hold-out assignment does not depend on the order contacts were made in', async () => {
+  const users = [0, 1, 2, 3, 4, 5];
+  const timeline = buildTimeline(users.length, users.map((c) => intent(c, 'track', 2, 1)));
+  await runCase(ref, other, timeline, arrivals(timeline, users.map((c) => `${users.length - 1 - c} |`).join(' ')), { follow: true });
+  await assertSameOutcome(ref, other, 0, ['runs', 'emails']);
+  const assigned = (h: Harness) => h.svc.sql<{ user_id: string; id: number; variant: string | null; holdout: boolean }[]>`
+    select c.user_id, c.id, r.variant, r.holdout from workflow_runs r join contacts c on c.id = r.contact_id
+    where r.workflow_key = 'onboarding' order by c.user_id`;
+  const [a, b] = await Promise.all([assigned(ref), assigned(other)]);
+  assert.equal(a.length, users.length);
+  const rank = (rows: { id: number }[]) => rows.map((r) => rows.filter((o) => o.id < r.id).length);
+  assert.notDeepEqual(rank(a), rank(b), 'the contacts were made in another order');
+  assert.deepEqual(b.map((r) => [r.user_id, r.variant, r.holdout]), a.map((r) => [r.user_id, r.variant, r.holdout]));
+});
