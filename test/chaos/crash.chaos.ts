@@ -61,7 +61,20 @@ test(`kill -9 at random moments (seed ${SEED}, ${CUSTOMERS} customers, ≥ ${KIL
     for (const [i, phase] of workload.phases.entries()) {
       await deliverPhase(() => target.svc.url, phase, stats, { duplicateRate, random: dupRandom, deadlineMs: SETTLE_MS });
       const delivered = Math.round((performance.now() - started) / 1000);
-      const settledIn = await waitSettled(target.sql, SETTLE_MS, (detail) => console.log(`chaos ${name}: phase ${i + 1} not settled yet: ${JSON.stringify(detail)}`));
+      const settledIn = await waitSettled(target.sql, SETTLE_MS, (detail) => {
+        console.log(`chaos ${name}: phase ${i + 1} not settled yet: ${JSON.stringify(detail)}`);
+        // Long transactions on the database (a killed incarnation's backend still running a
+        // statement holds its locks until the statement ends), and the work queues' live leases.
+        void Promise.all([
+          target.sql`
+            select application_name as app, state, wait_event_type as wait_type, wait_event as wait, round(extract(epoch from now() - xact_start))::int as xact_s,
+              round(extract(epoch from now() - query_start))::int as query_s, left(query, 120) as query
+            from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and xact_start < now() - interval '10 seconds'`,
+          target.sql`select queue, count(*)::int as leased from work_partitions where lease_until > now() group by queue`,
+        ])
+          .then(([long, leases]) => console.log(`chaos ${name}: long transactions ${JSON.stringify(long)}; leased partitions ${JSON.stringify(leases)}`))
+          .catch(() => {});
+      });
       console.log(`chaos ${name}: phase ${i + 1} (${phase.length} deliveries) delivered at ${delivered} s, settled ${Math.round(settledIn / 1000)} s later`);
     }
   };
