@@ -22,6 +22,10 @@ export async function stripeWebhookRoutes(app: FastifyInstance, deps: AppDeps): 
   app.post(
     '/webhooks/stripe',
     {
+      // Exempt from rate limits (Stripe retries on its own schedule). Said here rather than only
+      // by the global allowList, so the route gets no rate-limit hook at all: that hook would
+      // compute a key (and test the allowList) on every delivery just to let it through.
+      config: { rateLimit: false },
       schema: {
         summary: 'Receive a Stripe webhook event',
         description:
