@@ -247,6 +247,7 @@ test('a due run that always fails is retried with backoff, parked after 5 failur
 
 test('a fact the engine cannot apply is retried with backoff, then parked as a dead letter (the rest of its batch goes on) and can be replayed', async (t) => {
   const { listDeadFacts, replayDeadFacts } = await import('../src/workflows/engine-dead-letters.ts');
+  const { ENGINE_FEED_QUEUE } = await import('../src/workflows/engine.ts');
   const { svc, clock } = await setup(t, { FREQUENCY_CAP: 'off' });
   await publish(svc, {
     key: 'waiter',
@@ -274,15 +275,15 @@ test('a fact the engine cannot apply is retried with backoff, then parked as a d
   assert.ok(failing?.engine_error);
   assert.ok(failing?.engine_retry_at && failing.engine_retry_at.getTime() > clock.now().getTime());
   assert.deepEqual(await listDeadFacts(svc.sql), []);
-  // Each retry fails the same way; the fifth attempt parks it (ENGINE_FEED_QUEUE.maxAttempts).
-  for (let attempt = 2; attempt <= 5; attempt++) {
+  // Each retry fails the same way; the tenth attempt parks it (ENGINE_FEED_QUEUE.maxAttempts).
+  for (let attempt = 2; attempt <= ENGINE_FEED_QUEUE.maxAttempts; attempt++) {
     clock.set(new Date(clock.now().getTime() + 16 * 60_000));
     await svc.drain();
   }
   const dead = await listDeadFacts(svc.sql);
   assert.deepEqual(dead.map((d) => d.name), ['Project Created']);
   assert.ok(dead[0]!.error);
-  assert.equal(dead[0]!.attempts, 5);
+  assert.equal(dead[0]!.attempts, 10);
 
   await svc.sql`update workflow_runs set state = ${JSON.stringify(bad!.state)}::text::jsonb where id = ${bad!.id}`;
   assert.equal(await replayDeadFacts(svc.sql, dead.map((d) => Number(d.id))), 1);

@@ -260,7 +260,27 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     });
   }
 
+  // Leases this process could not give back because the database went away mid-batch (neither
+  // the batch nor its failure bookkeeping could commit). Without this, their partitions stayed
+  // leased until the lease ran out after the database came back (measured in the db-outage
+  // chaos suite: a 60 s stall for the inbox and engine-feed partitions that were in flight).
+  // Released, fenced by token, before the next claim; nothing is charged to their items (the
+  // database, not the items, failed).
+  const stranded: Lease[] = [];
+  async function releaseStranded(): Promise<void> {
+    while (stranded.length > 0) {
+      const lease = stranded[0]!;
+      try {
+        await release(lease);
+      } catch {
+        return; // still away: try again before the next claim
+      }
+      stranded.shift();
+    }
+  }
+
   async function runBatch<Row extends object>(limit: number, handler: (tx: Tx, rows: Row[], report: BatchReport) => Promise<void>, options: RunBatchOptions = {}): Promise<number> {
+    await releaseStranded();
     const lease = await claim(limit);
     if (!lease) return 0;
     if (lease.ids.length === 0) {
@@ -289,10 +309,14 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
       if (err instanceof LeaseLostError) throw err;
       // The batch transaction failed as a whole (connection lost, the handler threw): every
       // item used an attempt. Fenced: if the lease is gone, the new holder owns the items.
-      await sql.begin(async (tx: Tx) => {
-        await hold(tx, lease);
-        await finish(tx, lease, [], lease.ids.map((id) => ({ id, error: failureText(err) })));
-      });
+      try {
+        await sql.begin(async (tx: Tx) => {
+          await hold(tx, lease);
+          await finish(tx, lease, [], lease.ids.map((id) => ({ id, error: failureText(err) })));
+        });
+      } catch (bookkeeping) {
+        if (!(bookkeeping instanceof LeaseLostError)) stranded.push(lease);
+      }
       throw err;
     }
     countForAnalyze(lease.ids.length);

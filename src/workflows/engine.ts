@@ -85,9 +85,15 @@ export const ENGINE_FEED_QUEUE: QueueSpec = {
   doneColumn: 'engine_processed_at',
   columnNames: { lane: 'engine_lane', attempts: 'engine_attempts', retryAt: 'engine_retry_at', lastError: 'engine_error', deadAt: 'engine_dead_at' },
   partitions: 8,
-  maxAttempts: 5,
+  // A lease expiry (the holder was killed or hung) costs the facts it held an attempt: ten, as
+  // the inboxes, so that repeated crashes of the service do not park facts that are fine.
+  maxAttempts: 10,
   backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
-  leaseMs: 60_000,
+  // The lease only covers the moment between the claim and the batch transaction locking the
+  // partition row (a holder inside its transaction keeps the partition however long it takes),
+  // so it can be short: after a crash, the partitions the dead process held are free again
+  // within 15 s instead of a minute.
+  leaseMs: 15_000,
   channel: DOMAIN_EVENT_CHANNEL,
   asyncCommit: true,
 };
