@@ -183,6 +183,25 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     Array.from({ length: spec.partitions }, (_, p) => sql`select ${sql.unsafe(String(p))}::int as partition where (select e.id from ${table} e where e.${lane} = ${sql.unsafe(String(p))} and ${pending(now)} order by e.${lane}, ${order} limit 1) is not null`)
       .reduce((all, probe) => sql`${all} union all ${probe}`);
 
+  // Leases this process could not give back because the database went away mid-claim or
+  // mid-batch (neither the batch nor its failure bookkeeping could commit). Without this, their partitions stayed
+  // leased until the lease ran out after the database came back (measured in the db-outage
+  // chaos suite: a 60 s stall for the inbox and engine-feed partitions that were in flight).
+  // Released, fenced by token, before the next claim; nothing is charged to their items (the
+  // database, not the items, failed).
+  const stranded: Lease[] = [];
+  async function releaseStranded(): Promise<void> {
+    while (stranded.length > 0) {
+      const lease = stranded[0]!;
+      try {
+        await release(lease);
+      } catch {
+        return; // still away: try again before the next claim
+      }
+      stranded.shift();
+    }
+  }
+
   async function claim(limit: number): Promise<Lease | null> {
     const now = clock.now();
     const until = new Date(now.getTime() + spec.leaseMs);
@@ -202,14 +221,20 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     if (!row) return null;
     if (row.old_until && row.old_claimed && row.old_claimed.length > 0) await chargeExpired(row.old_claimed, now);
     // 2. Its first due items, in order, remembered with the lease (an expired lease charges them).
+    //    If this fails (the database went away between the two statements), the partition is
+    //    ours with nothing taken yet: given back before the next claim.
+    const leased: Lease = { queue: spec.name, partition: row.partition, token: row.token, ids: [], until };
     const [taken] = await sql<{ claimed: string[] | null }[]>`
       update work_partitions set claimed = (
         select coalesce(array_agg(item::text), '{}') from (
           select e.id as item from ${table} e where e.${lane} = ${row.partition} and ${pending(now)}
           order by ${order} limit ${limit}) i)
       where queue = ${spec.name} and partition = ${row.partition} and token = ${row.token}
-      returning claimed`;
-    return { queue: spec.name, partition: row.partition, token: row.token, ids: taken?.claimed ?? [], until };
+      returning claimed`.catch((err: unknown) => {
+      stranded.push(leased);
+      throw err;
+    });
+    return { ...leased, ids: taken?.claimed ?? [] };
   }
 
   async function hold(tx: Tx, lease: Lease): Promise<void> {
@@ -258,25 +283,6 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     sql.unsafe(`analyze ${spec.table}`).catch(() => {}).finally(() => {
       analyzing = false;
     });
-  }
-
-  // Leases this process could not give back because the database went away mid-batch (neither
-  // the batch nor its failure bookkeeping could commit). Without this, their partitions stayed
-  // leased until the lease ran out after the database came back (measured in the db-outage
-  // chaos suite: a 60 s stall for the inbox and engine-feed partitions that were in flight).
-  // Released, fenced by token, before the next claim; nothing is charged to their items (the
-  // database, not the items, failed).
-  const stranded: Lease[] = [];
-  async function releaseStranded(): Promise<void> {
-    while (stranded.length > 0) {
-      const lease = stranded[0]!;
-      try {
-        await release(lease);
-      } catch {
-        return; // still away: try again before the next claim
-      }
-      stranded.shift();
-    }
   }
 
   async function runBatch<Row extends object>(limit: number, handler: (tx: Tx, rows: Row[], report: BatchReport) => Promise<void>, options: RunBatchOptions = {}): Promise<number> {
