@@ -6,7 +6,8 @@ import { build, WRITE_KEY } from './helpers/build.ts';
 import { deliver, envelope, invoice } from './helpers/stripe.ts';
 
 test('the events API answers 429 with retry-after past RATE_LIMIT_PER_MINUTE; webhooks are exempt; login has its own budget', async (t) => {
-  const svc = await build(t, { env: { RATE_LIMIT_PER_MINUTE: '5', LOGIN_RATE_LIMIT_PER_MINUTE: '3' } });
+  // ANON 3: a webhook carries no credential, so without its exemption the 4th delivery would be a 429.
+  const svc = await build(t, { env: { RATE_LIMIT_PER_MINUTE: '5', LOGIN_RATE_LIMIT_PER_MINUTE: '3', ANON_RATE_LIMIT_PER_MINUTE: '3' } });
   const track = (key: string, n: number) => svc.app.inject({
     method: 'POST', url: '/v1/track', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     payload: { userId: 'u_rl', event: 'Clicked', messageId: `m-rl-${key}-${n}` },
