@@ -126,7 +126,7 @@ export async function deliverPhase(
   baseUrl: () => string,
   phase: readonly Delivery[],
   stats: DeliveryStats,
-  options: { concurrency?: number; duplicateRate?: number; random?: () => number; deadlineMs?: number } = {},
+  options: { concurrency?: number; duplicateRate?: number; random?: () => number; deadlineMs?: number; gapMs?: number } = {},
 ): Promise<void> {
   const queue = [...phase];
   const random = options.random ?? Math.random;
@@ -156,6 +156,8 @@ export async function deliverPhase(
   };
   const worker = async () => {
     for (let d = queue.shift(); d; d = queue.shift()) {
+      // gapMs: pace the deliveries (a test that needs them to be still arriving at some moment)
+      if (options.gapMs) await sleep(options.gapMs);
       await send(d);
       if (options.duplicateRate && random() < options.duplicateRate) {
         stats.duplicates++;
