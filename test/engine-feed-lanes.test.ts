@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { build, ADMIN_TOKEN, WRITE_KEY } from './helpers/build.ts';
+import { build, ADMIN_TOKEN, postBatches } from './helpers/build.ts';
 import { createSql } from '../src/db/connection.ts';
 import { createEngine } from '../src/workflows/engine.ts';
 
@@ -41,15 +41,7 @@ test('feed lanes in two engines: no deadlock, no retry, per-contact order kept, 
       else messages.push({ ...common, type: 'track', event: step });
     }
   });
-  for (let i = 0; i < messages.length; i += 100) {
-    const res = await svc.app.inject({
-      method: 'POST',
-      url: '/v1/batch',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${WRITE_KEY}` },
-      payload: JSON.stringify({ batch: messages.slice(i, i + 100) }),
-    });
-    assert.equal(res.statusCode, 200, res.body);
-  }
+  await postBatches(svc, messages);
   await svc.inbox.drain();
   const [facts] = await svc.sql<{ n: number; lanes: number }[]>`select count(*)::int as n, count(distinct engine_lane)::int as lanes from domain_events where engine_processed_at is null`;
   assert.ok(facts!.n >= USERS * 3, `the burst is on the timeline, unconsumed (${facts!.n})`);

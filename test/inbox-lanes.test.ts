@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { build, WRITE_KEY } from './helpers/build.ts';
+import { build, postBatches } from './helpers/build.ts';
 import { createSql } from '../src/db/connection.ts';
 import { createInboxConsumer } from '../src/worker/inbox-consumer.ts';
 
@@ -34,15 +34,7 @@ function traffic(): Record<string, unknown>[] {
 test('4 lanes in each of two consumers: no deadlock, no retry, per-contact order kept, every event on the timeline', async (t) => {
   const svc = await build(t);
   const messages = traffic();
-  for (let i = 0; i < messages.length; i += 100) {
-    const res = await svc.app.inject({
-      method: 'POST',
-      url: '/v1/batch',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${WRITE_KEY}` },
-      payload: JSON.stringify({ batch: messages.slice(i, i + 100) }),
-    });
-    assert.equal(res.statusCode, 200, res.body);
-  }
+  await postBatches(svc, messages);
   const [before] = await svc.sql<{ deadlocks: number }[]>`select deadlocks::int from pg_stat_database where datname = current_database()`;
 
   // Two consumers with their own pools, 4 lanes each, small batches so lanes interleave a lot.

@@ -1,6 +1,7 @@
 // build(t): a whole Lifeline service (real Postgres, real pg-boss, the Fastify app) on a fresh
 // database, closed after the test. Background loops are off by default: tests drive the
 // consumers explicitly (e.g. `await svc.inbox.drain()`), which keeps them deterministic.
+import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -51,4 +52,17 @@ export async function build(
   });
   if (!service.app) throw new Error('build() needs the api role');
   return { ...service, app: service.app, clock };
+}
+
+/** Post Segment-style messages through /v1/batch, 100 per request, each answered 200. */
+export async function postBatches(svc: Pick<Built, 'app'>, messages: Record<string, unknown>[]): Promise<void> {
+  for (let i = 0; i < messages.length; i += 100) {
+    const res = await svc.app.inject({
+      method: 'POST',
+      url: '/v1/batch',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${WRITE_KEY}` },
+      payload: JSON.stringify({ batch: messages.slice(i, i + 100) }),
+    });
+    assert.equal(res.statusCode, 200, res.body);
+  }
 }
