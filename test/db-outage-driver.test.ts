@@ -14,8 +14,25 @@ import { startStoppablePostgres } from './helpers/stoppable-postgres.ts';
 
 const OUTAGES = 5;
 
+/**
+ * Each step gets its own deadline, so a step that never finishes fails with its name (and the
+ * child's stderr) instead of the whole test hanging until the runner's 180 s timeout, which
+ * says nothing about where it stuck.
+ */
+async function within<T>(ms: number, step: string, work: Promise<T>, detail: () => string = () => ''): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${step}: not done within ${ms} ms ${detail()}`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 test(`the postgres.js pool survives ${OUTAGES} PostgreSQL fast shutdowns under load and recovers`, async (t) => {
-  const pg = await startStoppablePostgres();
+  const pg = await within(60_000, 'starting the test PostgreSQL', startStoppablePostgres());
   t.after(() => pg.destroy());
   const child = spawn(process.execPath, ['test/helpers/driver-load-child.ts'], {
     env: { ...process.env, LOAD_DATABASE_URL: pg.url },
@@ -29,8 +46,13 @@ test(`the postgres.js pool survives ${OUTAGES} PostgreSQL fast shutdowns under l
     if (!exited) child.kill('SIGKILL');
   });
   const lines = createInterface({ input: child.stdout });
+  const childGone = once(child, 'exit').then(() => {
+    throw new Error(`load process exited: ${JSON.stringify(exited)} ${stderr.slice(-2000)}`);
+  });
+  childGone.catch(() => {});
+  const tail = () => `(child stderr: ${stderr.slice(-1000) || 'empty'})`;
   const nextLine = async (): Promise<string> => {
-    const [line] = (await once(lines, 'line')) as [string];
+    const [line] = (await within(10_000, 'a line from the load process', Promise.race([once(lines, 'line'), childGone]), tail)) as [string];
     return line;
   };
   assert.equal(await nextLine(), 'ready');
@@ -44,10 +66,10 @@ test(`the postgres.js pool survives ${OUTAGES} PostgreSQL fast shutdowns under l
   for (let outage = 1; outage <= OUTAGES; outage++) {
     await sleep(400);
     await report(); // resets okSinceReport: the next report counts queries after the restart
-    await pg.stop();
+    await within(30_000, `stopping PostgreSQL (outage ${outage})`, pg.stop());
     await sleep(300);
     assert.equal(exited, null, `load process died during outage ${outage}: ${stderr.slice(-2000)}`);
-    await pg.start();
+    await within(30_000, `starting PostgreSQL again (outage ${outage})`, pg.start());
     // Queries succeed again within a few seconds of the restart (no poisoned connections).
     const deadline = Date.now() + 15_000;
     let recovered = false;
@@ -63,7 +85,7 @@ test(`the postgres.js pool survives ${OUTAGES} PostgreSQL fast shutdowns under l
   // The outages did interrupt queries (the load was real), and no error escaped as a crash.
   assert.ok(failuresSeen > 0, 'the outages failed no query: the load did not reach the driver');
   child.kill('SIGTERM');
-  const [code] = await once(child, 'exit');
+  const [code] = await within(15_000, 'the load process exiting on SIGTERM', once(child, 'exit'), tail);
   assert.equal(code, 0, stderr.slice(-2000));
   assert.doesNotMatch(stderr, /TypeError|uncaught/i);
 });

