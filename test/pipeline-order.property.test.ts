@@ -47,17 +47,10 @@ const TIMING = process.env.ORDER_TIMING === '1';
 type Case = { timeline: Timeline; plan: DeliveryPlan };
 
 // A property that fails because its fix has not landed yet runs as node:test `todo` (reported,
-// not failing the suite), naming its counter-example.
-//
-// Win-back cooldown, a later run started first (found by the full suite at the end of session 5:
-// replay with ORDER_SEED=220418603 ORDER_PATH=11:1:1 on "end to end, everything"): sub_0_1 is
-// canceled (#2), a new subscription follows (#4), sub_0_2 is canceled days later (#8). In order,
-// #2's run converts at #4 and its 180-day cooldown keeps #8 from starting a run. Delivered #8
-// before #2, #8's run starts (nothing earlier is known yet) and sends check-in and offer; the
-// late #2 entry counts for the cooldown (superseded) but does not end the later run it covers.
-// The fix: an entry recorded late ends the runs its cooldown would have refused, before they
-// send. The billing property can draw the same timeline, so both end-to-end properties wait.
-const TODO_LATER_RUN_IN_COOLDOWN = 'waiting for a late entry to end the later runs its cooldown would have refused (win-back; ORDER_SEED=220418603 ORDER_PATH=11:1:1)';
+// not failing the suite), naming its counter-example. None is todo now. The last one (win-back
+// cooldown, a later run started first: ORDER_SEED=220418603 ORDER_PATH=11:1:1 on "end to end,
+// everything") is fixed by withdrawing the runs a late entry's cooldown covers; its shrunk form
+// is in test/regressions/delivery-order.test.ts.
 
 const cases = (ops: readonly Op[]) => fc.record({ timeline: timelineArbitrary(ops), plan: deliveryPlanArbitrary });
 
@@ -134,7 +127,7 @@ const WORKFLOW_ASPECTS: Aspect[] = ['emails', 'runs', 'report', 'stripe'];
 // invoice, with card changes and identify calls around them (1–2 customers, so they collide).
 const BILLING_OPS: Op[] = ['invoice_fail', 'invoice_fail', 'invoice_fail', 'invoice_paid', 'invoice_paid', 'invoice_void', 'invoice_uncollectible', 'sub_cancel', 'sub_create', 'pm_update', 'identify'];
 
-test('end to end, billing: no dunning email or run the in-order delivery would not have; the same recovery report and state', { todo: TODO_LATER_RUN_IN_COOLDOWN }, async (t) => {
+test('end to end, billing: no dunning email or run the in-order delivery would not have; the same recovery report and state', async (t) => {
   const [ref, shuffled] = await services(t);
   await checkProperty(t, fc.record({ timeline: timelineArbitrary(BILLING_OPS, { customers: { min: 1, max: 2 }, maxIntents: 10 }), plan: deliveryPlanArbitrary }), 15, async ({ timeline, plan }) => {
     const start = await runCase(ref, shuffled, timeline, schedule(timeline, plan), { follow: true });
@@ -142,6 +135,6 @@ test('end to end, billing: no dunning email or run the in-order delivery would n
   });
 });
 
-test('end to end, everything: no email or workflow run the in-order delivery would not have; the same recovery report and state', { todo: TODO_LATER_RUN_IN_COOLDOWN }, async (t) => {
+test('end to end, everything: no email or workflow run the in-order delivery would not have; the same recovery report and state', async (t) => {
   await sameOutcome(t, ALL_OPS, 12, WORKFLOW_ASPECTS, { follow: true });
 });

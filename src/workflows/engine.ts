@@ -27,6 +27,7 @@ import {
   scheduledEntryCurrent,
   startRun,
   supersededEntry,
+  type ExistingRun,
 } from './interpreter.ts';
 import { lockContacts } from './contact-locks.ts';
 import {
@@ -36,6 +37,7 @@ import {
   relatedGroups,
   RELEASING,
   toFact,
+  existingRunColumns,
   touched,
   writeTrace,
   type DomainEventRow,
@@ -313,8 +315,8 @@ export function createEngine(deps: EngineDeps): Engine {
     const cachedRuns = perAccount ? cache?.runsByAccount.get(resolvedAccount!) : cache?.runsByContact.get(Number(contact.id));
     const existing = cachedRuns
       ? cachedRuns.filter((r) => r.workflow_key === def.key)
-      : await tx<{ key: string; status: RunState['status']; startedAt: string }[]>`
-          select run_key as key, status, to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
+      : await tx<ExistingRun[]>`
+          select ${existingRunColumns(tx)}
           from workflow_runs
           where workflow_key = ${def.key} and ${perAccount ? tx`account_id = ${resolvedAccount}` : tx`contact_id = ${contact.id}`}`;
     // Facts that would end the run, already recorded (delivered before the trigger): the
@@ -348,6 +350,7 @@ export function createEngine(deps: EngineDeps): Engine {
         const entry: TraceEntry = { at: now.toISOString(), stepId: null, kind: 'superseded', detail: decision.reason };
         if (row && cache) cache.trace.push({ runId: row.id, entry });
         else if (row) await writeTrace(tx, [{ runId: row.id, entry }]);
+        if (row && decision.withdraw) await withdraw(tx, def, perAccount ? { accountId: resolvedAccount! } : { contactId: contact.id }, decision.withdraw, trigger, now, cache);
       }
       return false;
     }
@@ -363,8 +366,55 @@ export function createEngine(deps: EngineDeps): Engine {
       on conflict (workflow_key, contact_id, run_key) do nothing
       returning id, workflow_key, version, contact_id, account_id, status, state, due_at`;
     if (!row) return false; // entered concurrently for the same key: once only
+    if (decision.withdraw) await withdraw(tx, def, perAccount ? { accountId: resolvedAccount! } : { contactId: contact.id }, decision.withdraw, trigger, now, cache);
     await persist(tx, def, row, contact, result, cache, true);
     return true;
+  }
+
+  /**
+   * Withdraws the runs a late entry's cooldown covers (EntryDecision.withdraw): their triggers
+   * came after this entry's but were delivered first, so they started although event order
+   * refuses them. Each becomes `superseded` (no more steps, out of reports, not an entry for the
+   * rules) with `withdrawnBy` in its state and the reason in its trace; its emails still waiting
+   * in the outbox are skipped. Emails it already sent cannot be called back: the README says so.
+   */
+  async function withdraw(
+    tx: Tx,
+    def: WorkflowDefinition,
+    scope: { contactId: number } | { accountId: number },
+    keys: readonly string[],
+    trigger: EventFact,
+    now: Date,
+    cache?: FeedCache,
+  ): Promise<void> {
+    const cooldown = def.entry.mode === 'every_time' ? def.entry.cooldown : undefined;
+    const reason = `withdrawn: an entry triggered earlier (${trigger.name} at ${trigger.occurredAt}) was delivered after this run started; in event order it came first and its cooldown ${cooldown} refuses this run`;
+    const by = JSON.stringify({ triggerId: trigger.id ?? null, triggerAt: trigger.occurredAt, at: now.toISOString() });
+    const runs = await tx<{ id: number; contact_id: number; account_id: number | null; was: string }[]>`
+      update workflow_runs r set status = 'superseded', due_at = null, ended_at = coalesce(r.ended_at, ${now}), updated_at = ${now},
+        state = r.state || jsonb_build_object('status', 'superseded', 'wait', null, 'endReason', ${reason}::text,
+          'endedAt', coalesce(r.state->'endedAt', to_jsonb(${now.toISOString()}::text)),
+          'withdrawnBy', ${by}::jsonb || jsonb_build_object('status', r.status))
+      from workflow_runs old
+      where old.id = r.id and r.workflow_key = ${def.key} and r.run_key = any(${keys}::text[])
+        and ${'contactId' in scope ? tx`r.contact_id = ${scope.contactId}` : tx`r.account_id = ${scope.accountId}`}
+        and not (r.state ? 'withdrawnBy')
+      returning r.id, r.contact_id, r.account_id, old.status as was`;
+    if (runs.length === 0) return;
+    for (const run of runs) touched(cache, run.contact_id, run.account_id);
+    const ids = runs.map((r) => r.id);
+    // Only mail nobody has claimed: a message in a batch being sent keeps its batch's fate (the
+    // batch's members and idempotency key are fixed once claimed).
+    await tx`
+      with skipped as (
+        update messages set status = 'skipped', status_reason = ${'run withdrawn (an earlier entry delivered late)'}, updated_at = ${now}
+        where run_id = any(${ids}::bigint[]) and status = 'queued' and batch_id is null
+        returning id)
+      insert into message_events (message_id, status, at, detail) select id, 'skipped', ${now}, 'run withdrawn' from skipped`;
+    const entries = runs.map((run) => ({ runId: run.id, entry: { at: now.toISOString(), stepId: null, kind: 'superseded' as const, detail: `${reason} (was ${run.was})` } }));
+    if (cache) cache.trace.push(...entries);
+    else await writeTrace(tx, entries);
+    logger.info({ workflow: def.key, runs: ids, triggerAt: trigger.occurredAt }, 'runs withdrawn by a late earlier entry');
   }
 
   // -------------------------------------------------------------------------------------------

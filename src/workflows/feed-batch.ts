@@ -37,6 +37,8 @@ export interface ExistingRunRow {
   key: string;
   status: RunState['status'];
   startedAt: string;
+  triggerAt: string;
+  withdrawn: boolean;
 }
 
 /**
@@ -59,6 +61,17 @@ export interface FeedCache {
   /** decision traces of the batch, written in one statement at its end (nothing reads them before) */
   trace: { runId: number; entry: TraceEntry }[];
 }
+
+/**
+ * The columns of an ExistingRun (interpreter.ts) as the entry rules read them: the trigger's time
+ * from the run's state (every run and recorded entry keeps its trigger there), the start time as
+ * a fallback, and whether the run was withdrawn.
+ */
+export const existingRunColumns = (tx: Tx) => tx`
+  run_key as key, status,
+  to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt",
+  coalesce(state->'vars'->'trigger'->>'occurredAt', to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) as "triggerAt",
+  (state ? 'withdrawnBy') as withdrawn`;
 
 export function touched(cache: FeedCache | undefined, contactId: number, accountId: number | null): void {
   if (!cache) return;
@@ -177,8 +190,7 @@ export async function prefetchFeed(tx: Tx, definitionOf: DefinitionLookup, batch
   const guardNames = new Set(live.flatMap((w) => entryGuardEventNames(w.definition)));
   const [all, facts] = await Promise.all([
     tx<ExistingRunRow[]>`
-      select workflow_key, contact_id, account_id, run_key as key, status,
-             to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as "startedAt"
+      select workflow_key, contact_id, account_id, ${existingRunColumns(tx)}
       from workflow_runs where contact_id = any(${contactIds}::bigint[]) or account_id = any(${accountIds}::bigint[])`,
     tx<DomainEventRow[]>`
       select id, name, contact_id, account_id, properties, occurred_at from domain_events

@@ -169,6 +169,13 @@ export interface ExistingRun {
   key: string;
   status: RunStatus;
   startedAt: string;
+  /** when the run's trigger happened (state.vars.trigger.occurredAt): entry rules work in event time */
+  triggerAt: string;
+  /**
+   * Withdrawn (EntryDecision.withdraw): an earlier entry delivered after this run started would
+   * have refused it in event order. Not an entry: it counts for nothing but its own key.
+   */
+  withdrawn?: boolean;
 }
 
 export interface EntryDecision {
@@ -184,6 +191,13 @@ export interface EntryDecision {
    * count it as the run it would have been.
    */
   superseded?: true;
+  /**
+   * Keys of existing runs this entry's cooldown covers although their triggers came later (they
+   * were delivered first): in event order this entry came first and its cooldown refused them.
+   * The edge withdraws them (status `superseded`, their unsent emails skipped). Set only when
+   * this trigger counts as an entry (entered or superseded).
+   */
+  withdraw?: string[];
 }
 
 function entryKey(definition: WorkflowDefinition, trigger: EventFact, scope: Scope): string | null {
@@ -233,17 +247,26 @@ export function entryDecision(
     const goal = evaluate(definition.goal.condition, scope);
     if (goal.value) return { enter: false, key, reason: `goal already met: ${goal.explain}` };
   }
-  const byRule = entryRule(definition, key, existingRuns, now);
+  const byRule = entryRule(definition, key, trigger, existingRuns);
   // After the entry rule: an entry the rule refuses was no run in event order either, and must
   // not be recorded as one (it would start a cooldown event order never had).
   if (!byRule.enter) return byRule;
   const superseded = supersedingFact(definition, trigger, context, known);
-  if (superseded) return { enter: false, key, reason: superseded, superseded: true };
+  if (superseded) return { enter: false, key, reason: superseded, superseded: true, ...(byRule.withdraw ? { withdraw: byRule.withdraw } : {}) };
   return byRule;
 }
 
-/** The entry rule (once, once per key, every time with its cooldown) over the existing runs. */
-function entryRule(definition: WorkflowDefinition, key: string, existingRuns: readonly ExistingRun[], now: Date): EntryDecision {
+/**
+ * The entry rule (once, once per key, every time with its cooldown) over the existing runs.
+ *
+ * Every time: decided in event time, so that delivery order does not change who enters. The
+ * cooldown runs from the trigger time of the latest entry whose trigger happened before this one
+ * (not from when it was processed), and this trigger is compared with its own time, not the
+ * clock. A trigger delivered after later ones (Stripe does not deliver in order) may come before
+ * runs already started: those its cooldown covers would have been refused in event order, so
+ * they neither block it (even while active) nor stay: the decision lists them to withdraw.
+ */
+function entryRule(definition: WorkflowDefinition, key: string, trigger: EventFact, existingRuns: readonly ExistingRun[]): EntryDecision {
   const rule = definition.entry;
   switch (rule.mode) {
     case 'once':
@@ -257,28 +280,44 @@ function entryRule(definition: WorkflowDefinition, key: string, existingRuns: re
         : { enter: true, key, reason: `entry once per ${rule.key}: first run for ${key}` };
     }
     case 'every_time': {
+      // A withdrawn run still holds its key: the same trigger delivered again stays refused.
       if (existingRuns.some((run) => run.key === key)) {
         return { enter: false, key, reason: `entry every time: this trigger (${key}) already started a run` };
       }
-      const active = existingRuns.find((run) => run.status === 'active');
+      const at = Date.parse(trigger.occurredAt);
+      const entries = existingRuns.filter((run) => !run.withdrawn);
+      const before = entries.filter((run) => Date.parse(run.triggerAt) <= at);
+      const coverEnd = rule.cooldown ? addDuration(new Date(at), rule.cooldown).getTime() : at;
+      const covered = entries.filter((run) => Date.parse(run.triggerAt) > at && Date.parse(run.triggerAt) < coverEnd);
+      const active = before.find((run) => run.status === 'active')
+        // A later run this entry does not cover: in event order it started while this one ran
+        // or after; kept, and this trigger is refused as before (no built-in relies on it).
+        ?? entries.find((run) => run.status === 'active' && Date.parse(run.triggerAt) > at && !covered.includes(run));
       if (active) return { enter: false, key, reason: `entry every time: run ${active.key} is still active` };
       if (rule.cooldown) {
-        const latest = existingRuns.reduce<ExistingRun | null>(
-          (found, run) => (!found || Date.parse(run.startedAt) > Date.parse(found.startedAt) ? run : found),
+        const latest = before.reduce<ExistingRun | null>(
+          (found, run) => (!found || Date.parse(run.triggerAt) > Date.parse(found.triggerAt) ? run : found),
           null,
         );
         if (latest) {
-          const cooledAt = addDuration(new Date(latest.startedAt), rule.cooldown);
-          if (cooledAt.getTime() > now.getTime()) {
+          const cooledAt = addDuration(new Date(latest.triggerAt), rule.cooldown);
+          if (cooledAt.getTime() > at) {
             return {
               enter: false,
               key,
-              reason: `entry every time: cooldown ${rule.cooldown} since ${latest.startedAt} lasts until ${cooledAt.toISOString()}`,
+              reason: `entry every time: cooldown ${rule.cooldown} since the entry triggered at ${latest.triggerAt} lasts until ${cooledAt.toISOString()} (this trigger: ${trigger.occurredAt})`,
             };
           }
         }
       }
-      return { enter: true, key, reason: 'entry every time' };
+      return covered.length > 0
+        ? {
+            enter: true,
+            key,
+            reason: `entry every time; its cooldown ${rule.cooldown} covers ${covered.length} later-triggered run(s) delivered first, withdrawn: ${covered.map((r) => r.key).join(', ')}`,
+            withdraw: covered.map((r) => r.key),
+          }
+        : { enter: true, key, reason: 'entry every time' };
     }
   }
 }

@@ -158,6 +158,59 @@ test('a win-back refused because the comeback was recorded first still counts fo
   assert.equal(await entered(other), 0, 'a superseded entry is not a run in the workflow report');
 });
 
+// The everything property's counter-example at the end of session 5 (seed 220418603, path
+// 11:1:1), shrunk to its core: #0 sub_0_1 created, #1 sub_0_1 canceled (payment failed), #2
+// sub_0_2 created, #3 sub_0_2 canceled (too expensive). In order, win-back starts at #1 (restore
+// email at once), converts at #2, and its 180-day cooldown refuses #3. Delivered #3 first, #3's
+// run starts (nothing earlier is known) and waits a day before its offer; the late #1 is a
+// superseded entry (its goal #2 is known). Fixed: the late entry, which comes first in event
+// order, withdraws the later run its cooldown covers, before it sends.
+test('a cancellation delivered after a later one withdraws the later win-back run its cooldown covers', async () => {
+  await sameAsInOrder(
+    [intent(0, 'sub_create'), intent(0, 'sub_cancel', 0), intent(0, 'sub_create'), intent(0, 'sub_cancel', 5)],
+    '3 | 2 | 0 1 |', ['emails', 'runs'], true);
+  const runs = await other.svc.sql<{ status: string; withdrawn: boolean; n: number }[]>`
+    select status, state ? 'withdrawnBy' as withdrawn, count(*)::int as n from workflow_runs where workflow_key = 'win-back' group by 1, 2 order by 1, 2`;
+  assert.deepEqual(runs.map((r) => ({ ...r })), [{ status: 'superseded', withdrawn: false, n: 1 }, { status: 'superseded', withdrawn: true, n: 1 }],
+    'the late first cancellation is a superseded entry; the later run is withdrawn');
+  const sent = await other.svc.sql`select 1 from messages where workflow_key = 'win-back' and status in ('queued', 'sent')`;
+  assert.equal(sent.length, 0, 'the withdrawn run never reached its offer');
+  const [trace] = await other.svc.sql<{ detail: string }[]>`
+    select t.detail from run_trace t join workflow_runs r on r.id = t.run_id
+    where r.workflow_key = 'win-back' and r.state ? 'withdrawnBy' and t.kind = 'superseded'`;
+  assert.match(trace?.detail ?? '', /^withdrawn: an entry triggered earlier .* its cooldown P180D refuses this run \(was active\)$/);
+});
+
+// The same with the later cancellation involuntary: its run queues the restore email at once.
+// Here the engine runs between deliveries but the sender does not (as when the outbox is behind):
+// the queued email is skipped when the run is withdrawn and never reaches the provider.
+test('a withdrawn win-back run\'s queued restore email is skipped, not sent', async () => {
+  // #0 identify (the address), #1 sub_0_1 created, #2 canceled (too expensive), #3 sub_0_2
+  // created, #4 canceled (payment failed).
+  const timeline = buildTimeline(1, [intent(0, 'identify', 2), intent(0, 'sub_create'), intent(0, 'sub_cancel', 5), intent(0, 'sub_create'), intent(0, 'sub_cancel', 0)]);
+  await other.reset();
+  const drain = other.svc.drain;
+  other.svc.drain = async () => {
+    await other.svc.inbox.drain();
+    await other.svc.engine.drain();
+  };
+  try {
+    const start = nextStart();
+    await deliverAll(other, timeline, arrivals(timeline, '0 4 |'), start);
+    const queued = await other.svc.sql<{ status: string }[]>`select status from messages where template = 'winback-restore'`;
+    assert.deepEqual(queued.map((m) => m.status), ['queued'], 'the later cancellation\'s run queued its restore email');
+    await deliverAll(other, timeline, arrivals(timeline, '3 1 2 |'), start);
+  } finally {
+    other.svc.drain = drain;
+  }
+  await other.svc.drain();
+  const messages = await other.svc.sql<{ template: string; status: string; status_reason: string | null }[]>`
+    select template, status, status_reason from messages where workflow_key = 'win-back' order by created_at`;
+  assert.deepEqual(messages.map((m) => ({ ...m })), [{ template: 'winback-restore', status: 'skipped', status_reason: 'run withdrawn (an earlier entry delivered late)' }]);
+  const events = await other.svc.sql<{ status: string }[]>`select e.status from message_events e join messages m on m.id = e.message_id where m.template = 'winback-restore'`;
+  assert.deepEqual(events.map((e) => e.status), ['skipped']);
+});
+
 // The same search found this first (seed -1622897862, before the fix): the restore email after
 // an involuntary cancellation waited behind the failed invoice of the canceled subscription
 // ("recovery open") in order, and went out when the cancellation was delivered before the

@@ -66,7 +66,8 @@ test('dateTriggerDueAt: trait date + offset; negative offsets, unix seconds, mis
   assert.equal(dateTriggerDueAt(makeDefinition([send('x')]), { trial_ends_at: '2026-03-10' }), null, 'not a date trigger');
 });
 
-const run = (key: string, status: ExistingRun['status'], startedAt = plus(T0, '-P10D')): ExistingRun => ({ key, status, startedAt });
+// A run processed as its trigger happened (startedAt = its trigger's time), as a live service does.
+const run = (key: string, status: ExistingRun['status'], startedAt = plus(T0, '-P10D'), extra: Partial<ExistingRun> = {}): ExistingRun => ({ key, status, startedAt, triggerAt: startedAt, ...extra });
 
 test('entry once: key "once", refused when any run exists', () => {
   const definition = makeDefinition([send('x')], { entry: { mode: 'once' } });
@@ -108,6 +109,63 @@ test('entry every_time: keyed by event id (or time); refused while active, withi
 
   const noCooldown = makeDefinition([send('x')], { entry: { mode: 'every_time' } });
   assert.equal(entryDecision(noCooldown, signup, context, [run('evt_1', 'exited', plus(T0, '-PT1M'))], now).enter, true);
+});
+
+test('entry every_time: the cooldown is counted in event time (trigger to trigger), not by when facts are processed', () => {
+  const definition = makeDefinition([send('x')], { entry: { mode: 'every_time', cooldown: 'P7D' } });
+  // Processed 30 days late (a backfill, a queue that was down): still within 7 days of the
+  // previous entry's trigger, so refused, as it was when it happened.
+  const late = makeEvent('Signed Up', {}, plus(T0, 'P3D'), 'evt_late');
+  const previous = run('evt_1', 'completed', plus(T0, 'P30D'), { triggerAt: T0 });
+  const refused = entryDecision(definition, late, context, [previous], new Date(plus(T0, 'P30D')));
+  assert.equal(refused.enter, false);
+  assert.match(refused.reason, /since the entry triggered at 2026-03-02T10:00:00.000Z lasts until 2026-03-09T10:00:00.000Z/);
+  // Processed at once but 8 days after the previous trigger (which itself was processed late).
+  const fresh = makeEvent('Signed Up', {}, plus(T0, 'P8D'), 'evt_fresh');
+  assert.equal(entryDecision(definition, fresh, context, [run('evt_1', 'completed', plus(T0, 'P8D'), { triggerAt: T0 })], new Date(plus(T0, 'P8D'))).enter, true);
+});
+
+test('entry every_time: a trigger delivered after later ones enters and withdraws the runs its cooldown covers', () => {
+  const definition = makeDefinition([send('x')], { entry: { mode: 'every_time', cooldown: 'P180D' } });
+  const early = makeEvent('subscription.canceled', {}, T0, 'evt_early');
+  // Delivered first: a run triggered 10 days later (still active) and one 200 days later.
+  const covered = run('evt_10d', 'active', plus(T0, 'P10D'));
+  const beyond = run('evt_200d', 'completed', plus(T0, 'P200D'));
+  const decision = entryDecision(definition, early, context, [covered, beyond], now);
+  assert.equal(decision.enter, true, 'a later run does not block an earlier trigger its cooldown covers');
+  assert.deepEqual(decision.withdraw, ['evt_10d']);
+  assert.match(decision.reason, /covers 1 later-triggered run\(s\) delivered first, withdrawn: evt_10d/);
+
+  // An earlier entry before the late trigger still refuses it; nothing is withdrawn then.
+  const earlier = run('evt_minus_30d', 'converted', plus(T0, '-P30D'));
+  const refused = entryDecision(definition, early, context, [earlier, covered], now);
+  assert.equal(refused.enter, false);
+  assert.equal(refused.withdraw, undefined);
+
+  // Withdrawn runs are no entries: they neither cool down nor block, but keep their key.
+  const withdrawn = run('evt_minus_1d', 'superseded', plus(T0, '-P1D'), { withdrawn: true });
+  assert.equal(entryDecision(definition, early, context, [withdrawn], now).enter, true);
+  const again = entryDecision(definition, makeEvent('subscription.canceled', {}, plus(T0, '-P1D'), 'evt_minus_1d'), context, [withdrawn], now);
+  assert.equal(again.enter, false, 'the withdrawn run\'s own trigger delivered again stays refused');
+
+  // Without a cooldown nothing is covered: a later active run refuses the late trigger as before.
+  const noCooldown = makeDefinition([send('x')], { entry: { mode: 'every_time' } });
+  const blocked = entryDecision(noCooldown, early, context, [covered], now);
+  assert.equal(blocked.enter, false);
+  assert.match(blocked.reason, /run evt_10d is still active/);
+});
+
+test('entry every_time: a late trigger refused as superseded (its end already known) still withdraws what it covers', () => {
+  const definition = makeDefinition([send('x')], {
+    entry: { mode: 'every_time', cooldown: 'P180D' },
+    goal: { event: 'subscription.created' },
+  });
+  const early = makeEvent('subscription.canceled', {}, T0, 'evt_early');
+  const resubscribed = makeEvent('subscription.created', {}, plus(T0, 'P2D'), 'evt_goal');
+  const decision = entryDecision(definition, early, context, [run('evt_10d', 'active', plus(T0, 'P10D'))], now, [resubscribed]);
+  assert.equal(decision.enter, false);
+  assert.equal(decision.superseded, true);
+  assert.deepEqual(decision.withdraw, ['evt_10d']);
 });
 
 test('the entry condition must hold at entry', () => {
