@@ -192,7 +192,12 @@ export async function runs(h: Harness) {
     from workflow_runs r join contacts c on c.id = r.contact_id left join domain_events te on te.id = r.trigger_event_id
     where r.status <> 'superseded'
     order by 1, 2, 3`);
-  return plain(rows);
+  // A run entered on a state (a segment) is keyed by the fact during which the engine saw the
+  // state hold, which is whichever fact it processed first once the inbox had projected the
+  // change: a group call putting the account at 92 % and an identify of a member, delivered
+  // together identify first, enter on the identify (seed -1045211684). The state, not the fact,
+  // is what such a run is about: compare it by workflow, contact and status.
+  return plain(rows.map((r) => (STATE_TRIGGERED.has(r.workflow) ? { ...r, key: 'state' } : r)));
 }
 
 /** Emails queued or sent, per (workflow, template, recipient), with the final status of their run. */
@@ -270,8 +275,12 @@ const STATE_TRIGGERED = new Set(builtinDefinitions.filter((d) => d.trigger.type 
  * the address can depend on delivery order: a subscription cancellation delivered before the
  * invoice that carries the customer's email makes a contact without one, and win-back's restore
  * email, due at once, is skipped; in order it goes out. Such an email may be missing after
- * out-of-order delivery when the other delivery skipped that step of that workflow for that
- * contact for want of an address (never an extra one).
+ * out-of-order delivery when that delivery skipped that step of that workflow for that contact
+ * for want of an address. The other way round too: when the in-order delivery skipped it (a
+ * group call putting the account near its limit before the identify that gives the address,
+ * delivered identify first: seed -1045211684), the out-of-order one, which knew the address when
+ * the step ran, may send it. The run and its decision to send are the same in both; only what we
+ * knew about the contact at that moment differs.
  */
 async function skippedForNoAddress(h: Harness): Promise<Set<string>> {
   const rows = await h.svc.sql.unsafe<{ k: string }[]>(`
@@ -306,7 +315,10 @@ export async function assertSameOutcome(ref: Harness, other: Harness, start: num
         // email back. What it had not sent yet was skipped (not counted here). Its run status
         // is `superseded`, which an entry refused on a known fact never sends from.
         const sendable = actual.filter((e) => e.run !== 'superseded');
-        assert.deepEqual(extraEmails(sendable, expected), [], 'emails sent after out-of-order delivery that the in-order delivery does not send');
+        const [skippedInOrder, sentNamed] = await Promise.all([skippedForNoAddress(ref), emailsByContact(other)]);
+        const addressLearnedFirst = new Set(sentNamed.filter((n) => skippedInOrder.has(n.k)).map((n) => n.email));
+        const extra = extraEmails(sendable, expected).filter((e) => !addressLearnedFirst.has(e.email));
+        assert.deepEqual(extra, [], 'emails sent after out-of-order delivery that the in-order delivery does not send');
         const unended = expected.filter((e) => (e.run === 'completed' || e.run === 'active') && !STATE_TRIGGERED.has(e.workflow));
         const [skipped, named] = await Promise.all([skippedForNoAddress(other), emailsByContact(ref)]);
         const excused = new Set(named.filter((n) => skipped.has(n.k)).map((n) => n.email));

@@ -130,6 +130,22 @@ test('an older group call delivered after a newer one: a segment the account alr
   assert.equal(runs.length, 0, 'out of order the state had passed when we learned of it');
 });
 
+// The everything property's counter-example (seed -1045211684, 37 runs): #0 u_0 group acct_0
+// usage_pct=92, #1 (an hour later) identify u_0 with the address. In order the account enters
+// expansion-usage on the group call while u_0 has no address yet: the email is skipped. Delivered
+// identify first, both in one pass, the engine sees the account near its limit while feeding the
+// identify (the inbox had projected both): the run is entered on that fact, and the address is
+// known, so the email goes out. The same run and the same decision to send; only what we knew
+// about the contact when the step ran differs (see skippedForNoAddress in pipeline-driver.ts).
+test('a near-limit group call and the identify with the address, identify first: the same run; the email may go out', async () => {
+  await sameAsInOrder([intent(0, 'group', 2), intent(0, 'identify', 0)], '1 0b |', ['runs', 'emails'], true);
+  const refSent = await ref.svc.sql<{ status: string; status_reason: string | null }[]>`
+    select status, status_reason from messages where template = 'expansion-usage-limit'`;
+  assert.deepEqual(refSent.map((m) => ({ ...m })), [{ status: 'skipped', status_reason: 'contact has no email address' }], 'in order the address came an hour later');
+  const runs = async (h: Harness) => (await h.svc.sql<{ n: number }[]>`select count(*)::int as n from workflow_runs where workflow_key = 'expansion-usage'`)[0]!.n;
+  assert.deepEqual([await runs(ref), await runs(other)], [1, 1]);
+});
+
 // The billing property's shrunk counter-example (seed -1622897862): #0 sub_0_1 created, #1 in_0_1
 // failed, #2 sub_0_1 canceled (payment failed), #3 sub_0_2 created (+65 min), #4 in_0_2 failed,
 // #5 sub_0_2 canceled, #6 new default card. In order, win-back starts at #2, converts at #3 and
