@@ -7,14 +7,19 @@ export const INBOX_CHANNEL = 'lifeline_inbox';
 /**
  * What both inboxes (Stripe events, product events) share as work queues: 32 partitions (the
  * `lane` columns of migration 0005 are computed modulo 32), 10 attempts with backoff from 5 s to
- * 15 min, a 60 s lease, and the inbox channel to wake consumers after a replay.
+ * 15 min, a 15 s lease, and the inbox channel to wake consumers after a replay.
+ *
+ * The lease only covers the moment between a claim and the batch transaction locking its
+ * partition (work-queue.ts `hold`): a long batch keeps its partition by that lock, not by the
+ * lease. What the lease length decides is how long work waits after its holder died: with 60 s,
+ * the crash suite's phases waited up to a minute behind partitions of killed incarnations.
  */
 export const INBOX_QUEUE_POLICY = {
   doneColumn: 'processed_at',
   partitions: 32,
   maxAttempts: 10,
   backoff: { baseMs: 5_000, maxMs: 15 * 60_000 },
-  leaseMs: 60_000,
+  leaseMs: 15_000,
   channel: INBOX_CHANNEL,
   // Projection writes only our own tables; anything it makes happen outside (emails, Stripe
   // calls) goes through workers that commit synchronously first (work-queue.ts).
