@@ -44,8 +44,9 @@ export const stripeEvents = pgTable(
     retryAt: tstz('retry_at'),
     lastError: text('last_error'),
     // Work queue (migration 0005): partition by Stripe customer, computed at insert; dead letter.
-    customerId: text('customer_id').generatedAlwaysAs(sql`CASE WHEN payload->'data'->'object'->>'object' = 'customer' THEN payload->'data'->'object'->>'id' WHEN jsonb_typeof(payload->'data'->'object'->'customer') = 'string' THEN payload->'data'->'object'->>'customer' WHEN jsonb_typeof(payload->'data'->'object'->'customer') = 'object' THEN payload->'data'->'object'->'customer'->>'id' END`),
-    lane: smallint('lane').generatedAlwaysAs(sql`hashtext(coalesce(customer_id, object_id, id)) & 31`),
+    // Written by storeStripeEvent from the parsed event (generated columns until migration 0016).
+    customerId: text('customer_id'),
+    lane: smallint('lane').notNull(),
     deadAt: tstz('dead_at'),
   },
   (t) => [

@@ -27,7 +27,7 @@ import type { Sql, Tx } from '../db/connection.ts';
 import { BILLING_RECOVERY_KEY } from '../workflows/publish-contracts.ts';
 import { STRIPE_API_VERSION } from './client.ts';
 import { lockIdentities } from '../contacts/contact-store.ts';
-import { stripeIdentityKeys, type StripeEnvelope } from './event-inbox.ts';
+import { stripeCustomerOf, stripeIdentityKeys, type StripeEnvelope } from './event-inbox.ts';
 import { projectStripeBatch } from './projector.ts';
 
 type Obj = Record<string, unknown> & { id: string; object: string; created?: number };
@@ -263,18 +263,9 @@ async function backfillLocked(deps: { sql: Sql; stripe: Stripe; clock: Clock }, 
 
 /** As the inbox consumer does: lock the batch's identities first, so we never deadlock with a running service. */
 async function projectLikeTheInbox(tx: Tx, envelopes: StripeEnvelope[], now: Date) {
-  const rows = envelopes.map((e) => ({ id: e.id, payload: e, attempts: 0, customer_id: customerIdOf(e.data.object) }));
+  const rows = envelopes.map((e) => ({ id: e.id, payload: e, attempts: 0, customer_id: stripeCustomerOf(e.data.object) }));
   await lockIdentities(tx, await stripeIdentityKeys(tx, rows));
   return projectStripeBatch(tx, envelopes, now);
-}
-
-/** The customer an object belongs to, as stripe_events.customer_id computes it (migration 0005). */
-function customerIdOf(object: Record<string, unknown>): string | null {
-  if (object.object === 'customer') return typeof object.id === 'string' ? object.id : null;
-  const customer = object.customer;
-  if (typeof customer === 'string') return customer;
-  if (customer && typeof customer === 'object' && typeof (customer as { id?: unknown }).id === 'string') return (customer as { id: string }).id;
-  return null;
 }
 
 function snapshotEnvelope(type: string, object: Obj, at: number): StripeEnvelope {

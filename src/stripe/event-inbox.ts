@@ -42,20 +42,37 @@ function requestFields(request: StripeEnvelope['request']): { id: string | null;
   return { id: request?.id ?? null, key: request?.idempotency_key ?? null };
 }
 
+/** The Stripe customer an event's object belongs to: the inbox's ordering key (its partition). */
+export function stripeCustomerOf(object: Record<string, unknown>): string | null {
+  if (object.object === 'customer') return typeof object.id === 'string' ? object.id : null;
+  const customer = object.customer;
+  if (typeof customer === 'string') return customer;
+  if (customer && typeof customer === 'object' && typeof (customer as { id?: unknown }).id === 'string') return (customer as { id: string }).id;
+  return null;
+}
+
 /**
  * Store a verified event: one INSERT. Returns false for a redelivery (already stored:
  * acknowledged, not processed again). The caller wakes the workers (see inbox-notifier.ts).
+ *
+ * `customer_id` and `lane` are written here from the parsed event (migration 0016). They were
+ * generated columns reading the stored jsonb: PostgreSQL detoasted the payload for each
+ * `payload->…` in their expressions, ~65 µs of backend CPU per webhook (BENCHMARKS.md). The lane
+ * is still hashed by PostgreSQL (`hashtext`), so a customer's old and new events share a lane.
  */
 export async function storeStripeEvent(sql: Sql, event: StripeEnvelope, rawBody: string, receivedAt: Date): Promise<boolean> {
   const request = requestFields(event.request);
+  const customer = stripeCustomerOf(event.data.object);
+  const objectId = typeof event.data.object.id === 'string' ? event.data.object.id : null;
   // `::text::jsonb`: the raw body is parsed by Postgres, not re-serialized by the driver.
   const rows = await sql<{ inserted: boolean }[]>`
       insert into stripe_events
-        (id, type, api_version, created, livemode, request_id, idempotency_key, object_id, payload, received_at)
+        (id, type, api_version, created, livemode, request_id, idempotency_key, object_id, payload, received_at, customer_id, lane)
       values (
         ${event.id}, ${event.type}, ${event.api_version ?? null}, to_timestamp(${event.created}),
-        ${event.livemode}, ${request.id}, ${request.key}, ${event.data.object.id ?? null},
-        ${rawBody}::text::jsonb, ${receivedAt}
+        ${event.livemode}, ${request.id}, ${request.key}, ${objectId},
+        ${rawBody}::text::jsonb, ${receivedAt}, ${customer},
+        hashtext(coalesce(${customer}::text, ${objectId}::text, ${event.id}::text)) & 31
       )
       on conflict (id) do update set deliveries = stripe_events.deliveries + 1
       returning (xmax = 0) as inserted`;
