@@ -10,7 +10,7 @@ import type { Sql } from './db/connection.ts';
 import { installErrorHandler } from './http/errors.ts';
 import { healthRoutes } from './http/health-routes.ts';
 import { installRateLimits } from './http/rate-limits.ts';
-import { installSecurityHeaders } from './http/security-headers.ts';
+import { docsSecurityHeaders, installSecurityHeaders } from './http/security-headers.ts';
 import { stripeWebhookRoutes } from './stripe/webhook-route.ts';
 import { productEventRoutes } from './events/routes.ts';
 import { definitionOpenApiComponents, workflowRoutes } from './workflows/routes.ts';
@@ -77,7 +77,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       },
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(swaggerUi, { routePrefix: '/docs', ...docsSecurityHeaders });
   // Before every route plugin: its onResponse hook counts the requests of all of them.
   installMetrics(app, deps);
 

@@ -97,3 +97,19 @@ test('HSTS (this host only) when PUBLIC_URL is https', async (t) => {
   const unsubscribe = await svc.app.inject({ method: 'GET', url: '/unsubscribe/garbage' });
   assert.equal(unsubscribe.headers['strict-transport-security'], 'max-age=31536000');
 });
+
+test('the API docs (/docs) get a CSP without inline scripts or upgrade-insecure-requests, nosniff and no framing', async (t) => {
+  const svc = await build(t);
+  for (const url of ['/docs', '/docs/json']) {
+    const res = await svc.app.inject({ method: 'GET', url });
+    assert.equal(res.statusCode, 200, url);
+    const csp = String(res.headers['content-security-policy'] ?? '');
+    assert.match(csp, /default-src 'self'/, url);
+    assert.match(csp, /frame-ancestors 'none'/, url);
+    assert.match(csp, /style-src 'self' https: 'sha256-[A-Za-z0-9+/=]+'/, url);
+    assert.doesNotMatch(csp, /upgrade-insecure-requests|unsafe-inline|unsafe-eval/, url);
+    assert.equal(res.headers['x-content-type-options'], 'nosniff', url);
+    assert.equal(res.headers['x-frame-options'], 'DENY', url);
+    assert.equal(res.headers['referrer-policy'], 'no-referrer', url);
+  }
+});

@@ -51,3 +51,33 @@ export const ownScriptHeaders: RouteHelmet = { contentSecurityPolicy: false, cro
  * let other origins load it, and a page CSP means nothing on a script.
  */
 export const embedScriptHeaders: RouteHelmet = { contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'cross-origin' }, crossOriginOpenerPolicy: false };
+
+/**
+ * The API docs (@fastify/swagger-ui under /docs) are a page too. The plugin's own CSP lists the
+ * hashes of Swagger UI's inline script and style; kept, but without `upgrade-insecure-requests`
+ * (on a plain-http instance such as localhost it sent the page's own assets to https) and with
+ * no framing at all. The headers helmet gives our other pages are set by a hook.
+ */
+// The one <style> element swagger-ui-bundle.js inserts at start-up, allowed by its hash (not by
+// 'unsafe-inline'); test/e2e/docs.e2e.ts fails on any violation, e.g. after an upgrade changes it.
+const SWAGGER_UI_INLINE_STYLE = "'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='";
+
+export const docsSecurityHeaders = {
+  staticCSP: true,
+  transformStaticCSP: (header: string) =>
+    header
+      .replace(/\s*upgrade-insecure-requests;?/, '')
+      .replace(/frame-ancestors [^;]*;/, "frame-ancestors 'none';")
+      .replace(/style-src ([^;]*);/, (_all, sources: string) => `style-src ${sources.trim()} ${SWAGGER_UI_INLINE_STYLE};`)
+      .trim(),
+  uiHooks: {
+    onRequest: (_request: unknown, reply: { header(name: string, value: string): unknown }, done: () => void) => {
+      reply.header('x-content-type-options', 'nosniff');
+      reply.header('x-frame-options', 'DENY');
+      reply.header('referrer-policy', 'no-referrer');
+      reply.header('cross-origin-opener-policy', 'same-origin');
+      reply.header('cross-origin-resource-policy', 'same-origin');
+      done();
+    },
+  },
+};
