@@ -61,6 +61,8 @@ export interface ContextPrefetch {
   suppressions: Map<string, 'all' | 'non_transactional' | null>;
   /** recovery open for the contact's own accounts, and which accounts those are */
   recovery: Map<number, { open: boolean; accounts: number[] }>;
+  /** live MRR per currency of the Stripe customers of the batch's invoices and subscriptions (customer.*) */
+  customerMrr: Map<string, Record<string, number>>;
 }
 
 export function emptyPrefetch(): ContextPrefetch {
@@ -75,6 +77,7 @@ export function emptyPrefetch(): ContextPrefetch {
     lastCappedSend: new Map(),
     suppressions: new Map(),
     recovery: new Map(),
+    customerMrr: new Map(),
   };
 }
 
@@ -142,7 +145,9 @@ export async function prefetchContexts(
 
   const emails = contacts.flatMap((c) => (c.email ? [c.email.toLowerCase()] : []));
   const customers = [...new Set([...invoices.map((i) => String(i.customerId))])];
-  const [suppressions, failures] = await Promise.all([
+  // The customers a run may read `customer.*` of: its invoice's, else its subscription's.
+  const mrrCustomers = [...new Set([...customers, ...subscriptions.map((s) => String(s.customerId))])];
+  const [suppressions, failures, mrr] = await Promise.all([
     db<{ email: string; scope: 'all' | 'non_transactional' }[]>`select email, scope from suppressions where email = any(${emails}::text[])`,
     db<FailureRow[]>`
       select id, invoice_id, customer_id, decline_class, coalesce(decline_code, failure_code) as decline_code, occurred_at
@@ -150,7 +155,13 @@ export async function prefetchContexts(
       where decline_class <> 'unknown'
         and (invoice_id = any(${[...new Set(input.invoiceIds)]}::text[]) or (invoice_id is null and customer_id = any(${customers}::text[])))
       order by occurred_at desc, id desc`,
+    db<{ customer_id: string; currency: string; mrr: string }[]>`
+      select customer_id, currency, sum(mrr_minor)::text as mrr from subscriptions
+      where customer_id = any(${mrrCustomers}::text[]) and ${db.unsafe(LIVE_SUBSCRIPTION)}
+      group by customer_id, currency`,
   ]);
+  for (const id of mrrCustomers) p.customerMrr.set(id, {});
+  for (const row of mrr) p.customerMrr.get(row.customer_id)![row.currency] = Number(row.mrr);
   for (const email of emails) p.suppressions.set(email, null);
   for (const row of suppressions) p.suppressions.set(row.email, row.scope);
   // Complete for the batch's invoices and their customers; any other invoice is looked up live.
@@ -252,6 +263,9 @@ export function runSettings(config: Pick<Config, 'recovery' | 'slackWebhookUrl'>
   return { recoveryAlertMrr: threshold ?? null, slackWebhookConfigured: config.slackWebhookUrl !== undefined };
 }
 
+/** Subscriptions that count towards MRR (as the Slack alert counts them). */
+const LIVE_SUBSCRIPTION = "status in ('active', 'trialing', 'past_due', 'unpaid')";
+
 const customerReaders = new WeakMap<WorkflowDefinition, boolean>();
 
 /** Whether any condition of the definition reads `customer.*` (its MRR costs a query). */
@@ -270,13 +284,16 @@ function readsCustomer(definition: WorkflowDefinition): boolean {
  * The Stripe customer a run is about, with its MRR per currency (live subscriptions: active,
  * trialing, past due, unpaid — as the Slack alert counts it) and in the run's currency.
  */
-async function loadCustomer(db: Queryable, customerId: string | null, currency: string | null): Promise<Context['customer']> {
+async function loadCustomer(db: Queryable, customerId: string | null, currency: string | null, p?: ContextPrefetch): Promise<Context['customer']> {
   if (!customerId) return null;
-  const rows = await db<{ currency: string; mrr: string }[]>`
-    select currency, sum(mrr_minor)::text as mrr from subscriptions
-    where customer_id = ${customerId} and status in ('active', 'trialing', 'past_due', 'unpaid')
-    group by currency`;
-  const mrrByCurrency = Object.fromEntries(rows.map((r) => [r.currency, Number(r.mrr)]));
+  // Prefetched for the batch (subscriptions are not written by the engine, so it stays valid).
+  const prefetched = p?.customerMrr.get(customerId);
+  const mrrByCurrency = prefetched ? { ...prefetched } : Object.fromEntries(
+    (await db<{ currency: string; mrr: string }[]>`
+      select currency, sum(mrr_minor)::text as mrr from subscriptions
+      where customer_id = ${customerId} and ${db.unsafe(LIVE_SUBSCRIPTION)}
+      group by currency`).map((r) => [r.currency, Number(r.mrr)]),
+  );
   const own = currency ? currency.toLowerCase() : null;
   return { id: customerId, currency: own, mrr: own ? (mrrByCurrency[own] ?? 0) : null, mrrByCurrency };
 }
@@ -309,7 +326,7 @@ export async function loadContext(
   // The run's currency: the invoice's, else the subscription's (money is compared in one currency).
   const currency = str(invoice?.currency) ?? str(subscription?.currency);
   const customer = readsCustomer(definition)
-    ? await loadCustomer(db, str(invoice?.customerId) ?? str(subscription?.customerId), currency)
+    ? await loadCustomer(db, str(invoice?.customerId) ?? str(subscription?.customerId), currency, p)
     : null;
 
   const counts: Record<string, number> = {};
