@@ -129,3 +129,31 @@ test('an item failing every attempt becomes a dead letter: listed by the admin A
   const empty = await svc.app.inject({ method: 'GET', url: '/v1/admin/dead-letters', headers: auth });
   assert.deepEqual(empty.json(), { items: [] });
 });
+
+test('the queue refreshes its table statistics itself, for the columns its claims read (not the payloads)', async (t) => {
+  const svc = await build(t, { clock: 'manual' });
+  const { createWorkQueue } = await import('../src/work/work-queue.ts');
+  // The product inbox's queue, analyzing after every 2 items instead of 10,000.
+  const queue = createWorkQueue({ sql: svc.sql, clock: svc.clock }, { ...svc.inbox.queues.product.spec, name: 'analyze_probe', analyzeEvery: 2 });
+  await queue.ensurePartitions();
+  const stats = async () =>
+    (await svc.sql<{ attname: string }[]>`select attname from pg_stats where schemaname = current_schema() and tablename = 'product_events' order by attname`).map((r) => r.attname);
+  assert.deepEqual(await stats(), [], 'no statistics before');
+  for (let i = 0; i < 3; i++) await send(svc, { type: 'track', userId: `u${i}`, messageId: `m${i}`, event: 'Clicked', properties: { n: i } });
+  let done = 0;
+  while (done < 3) {
+    const n = await queue.runBatch(100, async () => {});
+    if (n === 0) break;
+    done += n;
+  }
+  assert.equal(done, 3);
+  // ANALYZE runs in the background after the batch that crossed `analyzeEvery`.
+  const deadline = Date.now() + 10_000;
+  let columns = await stats();
+  while (columns.length === 0 && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    columns = await stats();
+  }
+  assert.ok(columns.includes('lane') && columns.includes('processed_at') && columns.includes('id'), `analyzed: ${columns.join(', ')}`);
+  for (const payload of ['properties', 'traits', 'context', 'message_id']) assert.ok(!columns.includes(payload), `${payload} not analyzed`);
+});

@@ -272,6 +272,13 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
   // A queue that grows by tens of thousands of rows within autovacuum's naptime keeps the
   // statistics of when it was small, and the planner then scans instead of seeking (see the
   // engineering notes): the worker analyzes its table itself every `analyzeEvery` items.
+  // Only the columns the claim's plans depend on: ANALYZE of the whole table also built
+  // statistics of its jsonb payloads, detoasting a 30,000-row sample (0.3–0.5 s of PostgreSQL
+  // CPU per run on the product inbox, ~15 % of its database time in a 20,000-event burst);
+  // the row count (reltuples) is refreshed either way.
+  const analyzeColumns = [names.lane ?? 'lane', spec.doneColumn, names.retryAt ?? 'retry_at', names.deadAt ?? 'dead_at', ...(/^\w+$/.test(spec.order) ? [spec.order] : [])]
+    .map(quoted)
+    .join(', ');
   let sinceAnalyze = 0;
   let analyzing = false;
   function countForAnalyze(n: number): void {
@@ -280,7 +287,7 @@ export function createWorkQueue(deps: { sql: Sql; clock: Clock }, spec: QueueSpe
     if (every <= 0 || sinceAnalyze < every || analyzing) return;
     sinceAnalyze = 0;
     analyzing = true;
-    sql.unsafe(`analyze ${spec.table}`).catch(() => {}).finally(() => {
+    sql.unsafe(`analyze ${quoted(spec.table)} (${analyzeColumns})`).catch(() => {}).finally(() => {
       analyzing = false;
     });
   }
