@@ -104,8 +104,8 @@ export async function productIdentityKeys(db: Queryable, rows: ProductEventRow[]
   }
   // What the contacts already carry (a Stripe batch reaches them by these).
   const stored = await db<{ email: string | null; stripe_customer_id: string | null }[]>`
-    select email, stripe_customer_id from contacts
-    where user_id = any(${[...users]}::text[]) or anonymous_id = any(${[...anons]}::text[])`;
+    select email, stripe_customer_id from contacts where user_id in (select unnest(${[...users]}::text[]))
+    union select email, stripe_customer_id from contacts where anonymous_id in (select unnest(${[...anons]}::text[]))`;
   for (const c of stored) {
     if (c.email) keys.add(`email:${c.email.toLowerCase()}`);
     if (c.stripe_customer_id) keys.add(`customer:${c.stripe_customer_id}`);
@@ -142,9 +142,13 @@ export async function processProductBatch(db: Queryable, rows: ProductEventRow[]
   const refresh = async () => {
     const users = [...new Set(rows.flatMap((r) => (r.user_id ? [r.user_id] : [])))];
     const anons = [...new Set(rows.flatMap((r) => (r.anonymous_id ? [r.anonymous_id] : [])))];
+    // A semi-join per key, not `user_id = any($1) or anonymous_id = any($2)`: on a contacts
+    // table that grew faster than its statistics the OR form is a sequential scan comparing
+    // every row with every id of the batch (5–8 ms per batch at 2,000 contacts); this form hashes
+    // the batch's ids, or seeks each in its index once the statistics know the table's size.
     const found = await db<ContactRow[]>`
-      select id, user_id, anonymous_id, email, stripe_customer_id, updated_at from contacts
-      where user_id = any(${users}::text[]) or anonymous_id = any(${anons}::text[])`;
+      select id, user_id, anonymous_id, email, stripe_customer_id, updated_at from contacts where user_id in (select unnest(${users}::text[]))
+      union select id, user_id, anonymous_id, email, stripe_customer_id, updated_at from contacts where anonymous_id in (select unnest(${anons}::text[]))`;
     byUser = new Map();
     byAnon = new Map();
     unidentifiedAnons = new Set();
