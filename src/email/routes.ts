@@ -9,7 +9,7 @@ import type { Tx } from '../db/connection.ts';
 import { requireKey } from '../http/auth.ts';
 import { ErrorSchema, HttpError } from '../http/errors.ts';
 import { recordDomainEvent } from '../timeline/domain-event-store.ts';
-import { recordMessageEvent } from './sender.ts';
+import { recordMessageEvent } from './outbox-store.ts';
 import { sampleData } from './template-samples.ts';
 import { verifyToken } from './tokens.ts';
 import { escapeHtml, SIMPLE_PAGE_HEADERS, simplePage } from '../http/simple-page.ts';
