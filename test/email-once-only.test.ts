@@ -287,6 +287,23 @@ test('a batch older than the provider idempotency window is not re-sent blindly:
   assert.match(rows[0]!.status_reason ?? '', /idempotency window/);
 });
 
+test('a held batch whose stored inputs cannot be read goes dead when taken over, not taken over forever', async (t) => {
+  const { svc, fake, clock } = await setup(t);
+  const ids = await queue(svc, 2, clock);
+  const a = faultyTransport(fake, 'crash-before');
+  void sender(svc, a.transport, clock).sendPending();
+  await a.stopped;
+  await svc.sql`update email_batches set render_inputs = '{not json'`;
+  clock.advance(10 * 60_000);
+  await sender(svc, resendTransport(fake), clock).sendPending();
+  assert.equal(fake.requests.length, 0, 'nothing sent from an unreadable batch');
+  const rows = await statuses(svc, ids);
+  assert.deepEqual(rows.map((r) => r.status), ['dead', 'dead']);
+  assert.match(rows[0]!.status_reason ?? '', /stored batch unreadable/);
+  const [batch] = await svc.sql<{ status: string }[]>`select status from email_batches`;
+  assert.equal(batch!.status, 'dead');
+});
+
 test('a message whose senders keep dying before a batch is formed goes dead instead of being claimed forever', async (t) => {
   const { svc, fake, clock } = await setup(t);
   const ids = await queue(svc, 1, clock);

@@ -386,7 +386,18 @@ export async function sendClaimedBatch(ctx: SenderContext, token: string, rows: 
 export async function resendBatch(ctx: SenderContext, row: BatchRow, b: HeldBatch, pass: SendPass): Promise<void> {
   const { clock, logger, policy } = ctx;
   const { totals } = pass;
-  const inputs = JSON.parse(row.render_inputs) as ClaimedMessage[];
+  let inputs: ClaimedMessage[];
+  try {
+    inputs = JSON.parse(row.render_inputs) as ClaimedMessage[];
+  } catch (err) {
+    // Unreadable stored inputs can never be re-sent as formed. Dead at once (replayable): left
+    // held, the batch would be taken over at every claim expiry without reaching a dead check.
+    b.emails = row.message_ids.map((id) => ({ id }) as OutgoingEmail);
+    const reason = `stored batch unreadable: ${(err as Error).message}`;
+    logger.error({ batch: b.id, reason }, 'email batch dead: not retried (replayable)');
+    if (await settleAll(ctx, b, 'dead', reason)) totals.failed += b.emails.length;
+    return;
+  }
   b.emails = [];
   const failures = b.attempts - 1 - b.rateLimited;
   const reason =
