@@ -40,7 +40,7 @@ const WAKE_LIMIT_MS = 180_000;
 const PARKED = new Date(Date.now() + 3650 * 86_400_000);
 
 /**
- * The tick's due-work statement, as in tick() in src/workflows/engine.ts (keep them equal): the
+ * The tick's due-work statement, as in tick() in src/workflows/due-runs.ts (keep them equal): the
  * due runs not handed over in the last 5 minutes, oldest first, marked as queued.
  */
 const TICK_STATEMENT = `

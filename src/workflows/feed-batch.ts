@@ -1,7 +1,8 @@
 // One feed batch of the workflow engine, the parts that only read or book-keep: which facts
 // matter, which contacts a batch must lock, the set-based prefetch of runs and contexts
 // (FeedCache), groups of unrelated facts that can be fed concurrently, and the batch's trace
-// write. Plain functions over a transaction; the engine (engine.ts) owns the decisions' effects.
+// write. Plain functions over a transaction; the engine (fact-feed.ts, run-entry.ts,
+// run-store.ts) owns the decisions' effects.
 import type { Queryable, Tx } from '../db/connection.ts';
 import { emptyPrefetch, forgetContact, prefetchContexts, type ContextPrefetch } from './context-loader.ts';
 import { entryGuardEventNames, HOLD_RELEASES, runEventNames } from './interpreter.ts';

@@ -2,7 +2,8 @@
 // I/O. It calls the very functions the durable engine calls — matchesTrigger, segmentEntered,
 // dateTriggerDueAt, scheduledEntryCurrent, entryDecision, startRun, advance (which applies
 // sendPolicy) — and builds the Context and trigger facts the way the engine's edge does
-// (context-loader.ts, engine.ts), so a simulation and a real run of one timeline give one trace.
+// (context-loader.ts, fact-feed.ts, run-entry.ts, due-runs.ts), so a simulation and a real run
+// of one timeline give one trace.
 //
 // The send policy is the caller's: `policy` defaults to NO_POLICY here (no cap, no quiet hours),
 // and the simulate route passes the instance's (config.policy) unless the request overrides it.
@@ -203,7 +204,7 @@ export function simulate(definition: WorkflowDefinition, input: SimulationInput)
         reason = `scheduled entry for ${entry.value} is stale: ${current.explain}`;
         continue;
       }
-      // The engine's scheduled-entry fact (enterScheduled in engine.ts).
+      // The engine's scheduled-entry fact (enterScheduled in due-runs.ts).
       const candidate: EventFact = {
         name: `date:${rule.trait}`,
         properties: { trait: rule.trait, value: entry.value },
@@ -240,7 +241,7 @@ export function simulate(definition: WorkflowDefinition, input: SimulationInput)
           reason = `segment not entered: ${entered.explain}`;
           continue;
         }
-        // The engine enters a segment on a "segment:<key>" fact (engine.ts handleEvent).
+        // The engine enters a segment on a "segment:<key>" fact (fact-feed.ts handleEvent).
         const candidate: EventFact = { ...event, name: `segment:${definition.key}` };
         if (tryEnter(candidate, contextAt(timeOf(event), index + 1), timeOf(event), index)) {
           trigger = candidate;
