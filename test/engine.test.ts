@@ -119,3 +119,27 @@ test('win-back: voluntary cancellation for price gets the offer a day later; inv
   await svc.drain();
   assert.deepEqual((await messages(svc, 'win-back')).map((m) => [m.template, m.day]), [['winback-restore', 0], ['winback-offer', 1]]);
 });
+
+// The no-address case of a first email (skipped, with its reason) is
+// test/regressions/delivery-order.test.ts's "an email due before any event told us the address".
+test("a new run's first email is stored with the run: id run:step, the run's contact, its render input", async (t) => {
+  const { svc } = await setup(t);
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_mail', customer: 'cus_mail', customer_email: 'pay@mail.test', amount_due: 4900 }), { created: T }));
+  await deliver(svc.app, envelope('invoice.payment_failed', invoice({ id: 'in_two', customer: 'cus_two', customer_email: 'pay@two.test', amount_due: 1200 }), { created: T }));
+  await svc.inbox.drain();
+  await svc.engine.drain(); // not the sender: the messages stay as the engine queued them
+  const rows = await svc.sql<{ id: string; run_id: number; run_key: string; contact_id: number; run_contact: number; account_id: number | null; run_account: number | null; workflow_key: string; to_email: string | null; status: string; status_reason: string | null; data: { trigger: Record<string, unknown> } }[]>`
+    select m.id, m.run_id, r.run_key, m.contact_id, r.contact_id as run_contact, m.account_id, r.account_id as run_account, m.workflow_key,
+           m.to_email, m.status, m.status_reason, m.data
+    from messages m join workflow_runs r on r.id = m.run_id order by r.run_key`;
+  assert.deepEqual(
+    rows.map((r) => [r.run_key, r.id === `${r.run_id}:soft_1`, r.contact_id === r.run_contact, r.account_id === r.run_account, r.workflow_key, r.to_email, r.status, r.status_reason]),
+    [
+      ['in_mail', true, true, true, 'billing-recovery', 'pay@mail.test', 'queued', null],
+      ['in_two', true, true, true, 'billing-recovery', 'pay@two.test', 'queued', null],
+    ],
+  );
+  assert.deepEqual(rows.map((r) => [r.data.trigger['invoiceId'], r.data.trigger['amountDue']]), [['in_mail', 4900], ['in_two', 1200]]);
+  const events = await svc.sql`select 1 from message_events`;
+  assert.equal(events.length, 0, 'queued by the engine, nothing recorded by a sender yet');
+});

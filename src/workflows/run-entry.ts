@@ -6,7 +6,7 @@ import { entryDecision, entryGuardEventNames, matchesTrigger, startRun, supersed
 import { existingRunColumns, toFact, touched, writeTrace, type DomainEventRow, type FeedCache, type RunRow } from './feed-batch.ts';
 import { loadContext, type ContactRecord } from './context-loader.ts';
 import type { EngineContext } from './engine-context.ts';
-import { persistResult, runColumns } from './run-store.ts';
+import { firstEmails, mailsOwnContact, persistResult, runColumns } from './run-store.ts';
 import type { EventFact, TraceEntry, WorkflowDefinition } from './types.ts';
 
 /**
@@ -82,16 +82,24 @@ export async function enter(
   // the run is stored with its state in one statement, not inserted and then updated.
   const result = startRun(def, trigger, context, now);
   const c = runColumns(result.state);
-  const [row] = await tx<RunRow[]>`
-    insert into workflow_runs (workflow_key, version, contact_id, account_id, run_key, status, state, due_at, ended_at, converted_at,
-                               holdout, variant, trigger_event_id, started_at, updated_at)
-    values (${def.key}, ${version}, ${contact.id}, ${resolvedAccount}, ${decision.key}, ${c.status}, ${c.state}::text::jsonb, ${c.dueAt},
-            ${c.endedAt}, ${c.convertedAt}, ${c.holdout}, ${c.variant}, ${triggerEventId}, ${now}, ${now})
-    on conflict (workflow_key, contact_id, run_key) do nothing
-    returning id, workflow_key, version, contact_id, account_id, status, state, due_at`;
-  if (!row) return false; // entered concurrently for the same key: once only
+  // Its first emails to its own contact go in the same statement (firstEmails); the messages
+  // a withdrawal skips are other runs', so inserting these before withdraw() changes nothing.
+  const emails = mailsOwnContact(def) ? firstEmails(tx, def, contact, result, now) : null;
+  const [inserted] = await tx<Omit<RunRow, 'state'>[]>`
+    with run as (
+      insert into workflow_runs (workflow_key, version, contact_id, account_id, run_key, status, state, due_at, ended_at, converted_at,
+                                 holdout, variant, trigger_event_id, started_at, updated_at)
+      values (${def.key}, ${version}, ${contact.id}, ${resolvedAccount}, ${decision.key}, ${c.status}, ${c.state}::text::jsonb, ${c.dueAt},
+              ${c.endedAt}, ${c.convertedAt}, ${c.holdout}, ${c.variant}, ${triggerEventId}, ${now}, ${now})
+      on conflict (workflow_key, contact_id, run_key) do nothing
+      returning id, workflow_key, version, contact_id, account_id, status, due_at)
+    ${emails ?? tx``}
+    select id, workflow_key, version, contact_id, account_id, status, due_at from run`;
+  if (!inserted) return false; // entered concurrently for the same key: once only
+  // The state just stored, not parsed back from the row.
+  const row: RunRow = { ...inserted, state: result.state };
   if (decision.withdraw) await withdraw(ctx, tx, def, perAccount ? { accountId: resolvedAccount! } : { contactId: contact.id }, decision.withdraw, trigger, now, cache);
-  await persistResult(ctx, tx, def, row, contact, result, cache, true);
+  await persistResult(ctx, tx, def, row, contact, result, cache, true, emails !== null);
   return true;
 }
 
