@@ -3,6 +3,7 @@
 // parked. Date-trait triggers come due as scheduled entries, entered by the tick as well.
 import type { Sql, Tx } from '../db/connection.ts';
 import { bossDb } from '../jobs/boss-db.ts';
+import { failureText } from '../work/work-queue.ts';
 import { scheduledEntryCurrent } from './interpreter.ts';
 import { lockContacts } from './contact-locks.ts';
 import { isTransient, type RunRow } from './feed-batch.ts';
@@ -73,7 +74,7 @@ export async function advanceDueBatch(ctx: EngineContext, sql: Sql, runIds: numb
       if (!isTransient(err)) await recordRunFailure(ctx, sql, runIds[0]!, err);
       throw err;
     }
-    logger.warn({ runs: runIds.length, error: (err as Error).message }, 'a due run failed in a batch: advancing the batch one run at a time');
+    logger.warn({ runs: runIds.length, error: failureText(err) }, 'a due run failed in a batch: advancing the batch one run at a time');
     let advanced = 0;
     for (const runId of runIds) {
       try {

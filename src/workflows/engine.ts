@@ -175,7 +175,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const loop = () => {
         if (!running) return;
         tick(ctx, sql, pace)
-          .catch((err) => logger.error({ error: (err as Error).message }, 'engine tick failed'))
+          .catch((err) => logger.error({ error: failureText(err) }, 'engine tick failed'))
           .finally(() => {
             if (running) timer = setTimeout(loop, pace.backlog ? BACKLOG_TICK_MS : config.engineTickMs);
           });
