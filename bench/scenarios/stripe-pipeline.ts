@@ -15,7 +15,7 @@
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { startFakeResend } from '../../test/helpers/fake-resend.ts';
+import { startFakeResend, type FakeResend } from '../../test/helpers/fake-resend.ts';
 import type { Scenario } from '../lib/context.ts';
 import { cpuMeter, describeCpu } from '../lib/cpu.ts';
 import { fmt, progress, sleep } from '../lib/log.ts';
@@ -92,6 +92,66 @@ function rssMiB(pid: number): number {
   }
 }
 
+/** One Lifeline deployment taking the N webhooks until every email reached the fake. */
+async function lifeline(ctx: Parameters<Scenario['run']>[0], fake: FakeResend, n: number, prefix: string, roles: 'all' | 'api+worker') {
+  const { report, sql, options: o } = ctx;
+  const env = { RESEND_API_KEY: 're_bench_key', RESEND_BASE_URL: fake.url, RESEND_RATE_LIMIT: '1000' };
+  await ctx.settle();
+  const children = roles === 'all'
+    ? [await ctx.startChild('lifeline ROLE=all', 'server-child.ts', { ROLE: 'all', ...env })]
+    : [await ctx.startChild('lifeline ROLE=api', 'server-child.ts', { ROLE: 'api', ...env }), await ctx.startChild('lifeline ROLE=worker', 'server-child.ts', { ROLE: 'worker', ...env })];
+  const front = children[0]!;
+  const worker = children[children.length - 1]!;
+  const label = roles === 'all' ? 'Lifeline' : 'Lifeline api+worker';
+  const deliveries = stripeDeliveries({ idPrefix: prefix });
+  const meter = cpuMeter(worker.pid);
+  const sending = sendAll(front.url, n, o.connections, deliveries.next);
+  // The fake stamps each request on arrival (Date.now()): the last email's stamp is the end.
+  let lastEmail = 0;
+  let lastLog = performance.now();
+  const until = performance.now() + LIMIT_MS;
+  const accepted = () => fake.accepted.length;
+  let sent: Sent | null = null;
+  void sending.then((x) => (sent = x));
+  while (accepted() < n && performance.now() < until) {
+    await sleep(20);
+    if (performance.now() - lastLog > 10_000) {
+      lastLog = performance.now();
+      const [r] = await sql<{ projected: number }[]>`select count(*)::int as projected from stripe_events where id like ${`evt_${prefix}_%`} and processed_at is not null`;
+      progress(S, `${label}: ${sent ? 'all sent' : 'sending'}; projected ${fmt(r!.projected)}, emails at the fake ${fmt(accepted())} of ${fmt(n)}`);
+    }
+  }
+  if (accepted() >= n) lastEmail = fake.requests[fake.requests.length - 1]!.at;
+  const s = await sending;
+  const cpu = meter();
+  const rss = children.reduce((sum, c) => sum + rssMiB(c.pid), 0);
+  const [st] = await sql<{ projected: number; last_projected: Date | null; queued: number; last_queued: Date | null; sent: number }[]>`
+    select (select count(*)::int from stripe_events where id like ${`evt_${prefix}_%`} and processed_at is not null) as projected,
+           (select max(processed_at) from stripe_events where id like ${`evt_${prefix}_%`}) as last_projected,
+           (select count(*)::int from messages where to_email like ${`cus_${prefix}_%`}) as queued,
+           (select max(created_at) from messages where to_email like ${`cus_${prefix}_%`}) as last_queued,
+           (select count(*)::int from messages where to_email like ${`cus_${prefix}_%`} and template = 'dunning-soft-1') as sent`;
+  for (const c of children) await c.stop({ graceful: false });
+
+  const sec = (t: number | null | undefined) => (t ? (t - s.first) / 1000 : NaN);
+  const result = {
+    e2e: lastEmail ? n / sec(lastEmail) : 0,
+    acceptedRate: s.ok / sec(s.lastAnswer),
+    projectedRate: st!.projected / sec(st!.last_projected?.getTime()),
+    queuedRate: st!.queued / sec(st!.last_queued?.getTime()),
+    rss,
+    cpu,
+    sent: st!.sent,
+  };
+  progress(
+    S,
+    `${label}: ${fmt(s.ok)} accepted (${s.failed} failed) by ${fmt(sec(s.lastAnswer), 2)} s, ${fmt(st!.projected)} projected by ${fmt(sec(st!.last_projected?.getTime()), 2)} s, ` +
+      `${fmt(st!.queued)} emails queued by ${fmt(sec(st!.last_queued?.getTime()), 2)} s, ${fmt(accepted())} at the fake by ${lastEmail ? fmt(sec(lastEmail), 2) : 'NOT ALL'} s; RSS ${fmt(rss)} MiB; ${describeCpu(cpu)}`,
+  );
+  if (accepted() < n) report.note(`${S} (${roles}): only ${accepted()} of ${n} emails reached the fake within ${LIMIT_MS / 1000} s of the start`);
+  return result;
+}
+
 export const stripePipeline: Scenario = {
   name: S,
   description: 'N first failed payments as signed webhooks → projected → billing-recovery email at an unthrottled fake Resend (end-to-end events/s vs a bare verify+INSERT server)',
@@ -119,65 +179,30 @@ export const stripePipeline: Scenario = {
     progress(S, `baseline: ${fmt(b.ok)} accepted (${b.failed} failed) in ${fmt((b.lastAnswer - b.first) / 1000, 2)} s = ${fmt(baseRate)} events/s; ${describeCpu(baseCpu)}`);
     report.phase(S, `baseline: ${n} webhooks, ${o.connections} connections`, baseCpu, { rps: baseRate });
 
-    // 2. Lifeline ROLE=all, Resend unthrottled (fake without a limit, RESEND_RATE_LIMIT at its maximum, 1,000 requests/s).
+    // 2. Lifeline ROLE=all (the figure), then (information) ROLE=api + ROLE=worker as two
+    //    processes, the scale-out deployment: with two cores the worker no longer shares a thread
+    //    with HTTP. Resend unthrottled (fake without a limit, RESEND_RATE_LIMIT at its maximum).
     const fake = await startFakeResend({ keepContent: false });
     try {
-      await ctx.settle();
-      const svc = await ctx.startChild('lifeline ROLE=all', 'server-child.ts', {
-        ROLE: 'all',
-        RESEND_API_KEY: 're_bench_key',
-        RESEND_BASE_URL: fake.url,
-        RESEND_RATE_LIMIT: '1000',
-      });
-      const deliveries = stripeDeliveries({ idPrefix: `pl${tag}` });
-      const meter = cpuMeter(svc.pid);
-      const sending = sendAll(svc.url, n, o.connections, deliveries.next);
-      // The fake stamps each request on arrival (Date.now()): the last email's stamp is the end.
-      let lastEmail = 0;
-      let lastLog = performance.now();
-      const until = performance.now() + LIMIT_MS;
-      const accepted = () => fake.accepted.length;
-      let sent: Sent | null = null;
-      void sending.then((s) => (sent = s));
-      while (accepted() < n && performance.now() < until) {
-        await sleep(20);
-        if (performance.now() - lastLog > 10_000) {
-          lastLog = performance.now();
-          const [r] = await sql<{ projected: number }[]>`select count(*)::int as projected from stripe_events where id like ${`evt_pl${tag}_%`} and processed_at is not null`;
-          progress(S, `${sent ? 'all sent' : 'sending'}; projected ${fmt(r!.projected)}, emails at the fake ${fmt(accepted())} of ${fmt(n)}`);
-        }
-      }
-      if (accepted() >= n) lastEmail = fake.requests[fake.requests.length - 1]!.at;
-      const s = await sending;
-      const cpu = meter();
-      const rss = rssMiB(svc.pid);
-      const [st] = await sql<{ projected: number; last_projected: Date | null; queued: number; last_queued: Date | null; sent: number }[]>`
-        select (select count(*)::int from stripe_events where id like ${`evt_pl${tag}_%`} and processed_at is not null) as projected,
-               (select max(processed_at) from stripe_events where id like ${`evt_pl${tag}_%`}) as last_projected,
-               (select count(*)::int from messages where to_email like ${`cus_pl${tag}_%`}) as queued,
-               (select max(created_at) from messages where to_email like ${`cus_pl${tag}_%`}) as last_queued,
-               (select count(*)::int from messages where to_email like ${`cus_pl${tag}_%`} and template = 'dunning-soft-1') as sent`;
-      await svc.stop({ graceful: false });
+      const all = await lifeline(ctx, fake, n, `pl${tag}`, 'all');
+      report.ratio(S, `end-to-end: ${n} first failed payments, first request → last dunning-soft-1 email at Resend (vs baseline accepting them)`, all.e2e, 'events/s', baseRate, TARGET);
+      report.info(S, 'stage: accepted (first request → last 2xx)', all.acceptedRate, 'events/s');
+      report.info(S, 'stage: projected (first request → last stripe_events.processed_at)', all.projectedRate, 'events/s');
+      report.info(S, 'stage: email queued (first request → last messages.created_at)', all.queuedRate, 'events/s');
+      report.info(S, 'stage: emailed (first request → last email at the fake Resend)', all.e2e, 'events/s');
+      report.info(S, 'Lifeline RSS after the scenario', all.rss, 'MiB');
+      report.phase(S, `Lifeline ROLE=all: ${n} webhooks → emails`, all.cpu, { rps: all.e2e, accepted: all.acceptedRate, projected: all.projectedRate, queued: all.queuedRate, rssMiB: all.rss });
 
-      const sec = (t: number | null | undefined) => (t ? (t - s.first) / 1000 : NaN);
-      const acceptedRate = s.ok / sec(s.lastAnswer);
-      const projectedRate = st!.projected / sec(st!.last_projected?.getTime());
-      const queuedRate = st!.queued / sec(st!.last_queued?.getTime());
-      const e2e = lastEmail ? n / sec(lastEmail) : 0;
-      progress(
-        S,
-        `Lifeline: ${fmt(s.ok)} accepted (${s.failed} failed) by ${fmt(sec(s.lastAnswer), 2)} s, ${fmt(st!.projected)} projected by ${fmt(sec(st!.last_projected?.getTime()), 2)} s, ` +
-          `${fmt(st!.queued)} emails queued by ${fmt(sec(st!.last_queued?.getTime()), 2)} s, ${fmt(accepted())} at the fake by ${lastEmail ? fmt(sec(lastEmail), 2) : 'NOT ALL'} s; RSS ${fmt(rss)} MiB; ${describeCpu(cpu)}`,
-      );
-      report.ratio(S, `end-to-end: ${n} first failed payments, first request → last dunning-soft-1 email at Resend (vs baseline accepting them)`, e2e, 'events/s', baseRate, TARGET);
-      report.info(S, 'stage: accepted (first request → last 2xx)', acceptedRate, 'events/s');
-      report.info(S, 'stage: projected (first request → last stripe_events.processed_at)', projectedRate, 'events/s');
-      report.info(S, 'stage: email queued (first request → last messages.created_at)', queuedRate, 'events/s');
-      report.info(S, 'stage: emailed (first request → last email at the fake Resend)', e2e, 'events/s');
-      report.info(S, 'Lifeline RSS after the scenario', rss, 'MiB');
-      if (accepted() < n) report.note(`${S}: only ${accepted()} of ${n} emails reached the fake within ${LIMIT_MS / 1000} s of the start`);
-      report.note(`${S}: ${o.connections} keep-alive connections, closed loop, ${n} requests to each server; ${st!.sent} dunning-soft-1 messages recorded. RESEND_RATE_LIMIT=1000 (the highest allowed; 100,000 emails/s at 100 per request), fake Resend without a limit.`);
-      report.phase(S, `Lifeline ROLE=all: ${n} webhooks → emails`, cpu, { rps: e2e, accepted: acceptedRate, projected: projectedRate, queued: queuedRate, rssMiB: rss });
+      fake.accepted.length = 0;
+      fake.requests.length = 0;
+      const split = await lifeline(ctx, fake, n, `pw${tag}`, 'api+worker');
+      report.info(S, `ROLE=api + ROLE=worker (two processes): end to end, ${n} first failed payments → emails (ratio to the baseline ${fmt(split.e2e / baseRate, 2)})`, split.e2e, 'events/s');
+      report.info(S, 'ROLE=api + ROLE=worker: stage accepted', split.acceptedRate, 'events/s');
+      report.info(S, 'ROLE=api + ROLE=worker: stage projected', split.projectedRate, 'events/s');
+      report.info(S, 'ROLE=api + ROLE=worker: stage email queued', split.queuedRate, 'events/s');
+      report.info(S, 'ROLE=api + ROLE=worker: RSS of both processes after the scenario', split.rss, 'MiB');
+      report.phase(S, `Lifeline ROLE=api + ROLE=worker: ${n} webhooks → emails (server = worker child; the api child counts as "other")`, split.cpu, { rps: split.e2e, accepted: split.acceptedRate, projected: split.projectedRate, queued: split.queuedRate, rssMiB: split.rss });
+      report.note(`${S}: ${o.connections} keep-alive connections, closed loop, ${n} requests to each server; ${all.sent} dunning-soft-1 messages recorded (ROLE=all). RESEND_RATE_LIMIT=1000 (the highest allowed; 100,000 emails/s at 100 per request), fake Resend without a limit.`);
     } finally {
       await fake.close();
     }
