@@ -113,14 +113,16 @@ export async function claimLoose(deps: OutboxDeps, token: string, limit: number)
  * at send time, since a bounce may have arrived after the decision to send.
  */
 export async function suppressionScopes(sql: Queryable, addresses: string[]): Promise<Map<string, string>> {
-  const suppressions = new Map(
-    (await sql<{ email: string; scope: string }[]>`select email, scope from suppressions where email = any(${addresses}::text[])`).map((r) => [r.email, r.scope]),
-  );
-  // An erased person's addresses are kept only as hashes (src/contacts/data-rights.ts): never mail them again.
-  const erased = new Set(
-    (await sql<{ email: string }[]>`select email from suppressions where email = any(${addresses.map(erasedAddressKey)}::text[])`).map((r) => r.email),
-  );
-  for (const a of addresses) if (erased.has(erasedAddressKey(a))) suppressions.set(a, 'all');
+  // An erased person's addresses are kept only as hashes (src/contacts/data-rights.ts): never
+  // mail them again. Both keys of every address are looked up in one statement.
+  const rows = await sql<{ email: string; scope: string }[]>`
+    select email, scope from suppressions where email = any(${[...addresses, ...addresses.map(erasedAddressKey)]}::text[])`;
+  const found = new Map(rows.map((r) => [r.email, r.scope]));
+  const suppressions = new Map<string, string>();
+  for (const a of addresses) {
+    const scope = found.has(erasedAddressKey(a)) ? 'all' : found.get(a);
+    if (scope !== undefined) suppressions.set(a, scope);
+  }
   return suppressions;
 }
 

@@ -78,8 +78,6 @@ export { OUTBOX_CHANNEL, recordMessageEvent, replayDeadMessages } from './outbox
 
 /** Resend's batch endpoint takes up to 100 emails per request. */
 const MAX_BATCH = 100;
-/** A claimed message or batch returns to the pool if its sender dies before recording the outcome. */
-const CLAIM_MS = 2 * 60_000;
 /**
  * Batches in flight at once when a backlog is due. One batch's own work (claim, render 100
  * emails, record) takes tens of milliseconds on top of the provider's answer; with several in
@@ -204,7 +202,7 @@ export function createSenderContext(deps: EmailSenderDeps): SenderContext {
     clock,
     logger,
     // EMAIL_CLAIM_MS: the suites shorten it so a claim orphaned by a kill is taken over sooner.
-    claimMs: config.email.claimMs ?? CLAIM_MS,
+    claimMs: config.email.claimMs,
     // Several link tokens per email: their keys are derived once per sender (tokens.ts).
     render: { config, templates, links: tokenCodec(secret) },
     transport,

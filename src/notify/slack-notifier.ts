@@ -13,6 +13,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.ts';
 import type { Queryable, Sql } from '../db/connection.ts';
+import { liveMrrByCustomer } from '../stripe/customer-mrr.ts';
 import { createWorkQueue, drainBatches, failureText, type QueueSpec, type WorkQueue } from '../work/work-queue.ts';
 
 export const SLACK_NOTIFICATIONS_QUEUE: QueueSpec = {
@@ -86,12 +87,7 @@ export async function readAlertFacts(db: Queryable, runId: number): Promise<Aler
     left join customers cu on cu.id = i.customer_id
     left join recovery_cases rc on rc.invoice_id = i.id
     where r.id = ${runId}`.execute();
-  const mrr = row?.customer_id
-    ? await db<{ currency: string; mrr_minor: string }[]>`
-        select currency, sum(mrr_minor)::text as mrr_minor from subscriptions
-        where customer_id = ${row.customer_id} and status in ('active', 'trialing', 'past_due', 'unpaid')
-        group by currency order by currency`.execute()
-    : [];
+  const mrr = row?.customer_id ? Object.entries((await liveMrrByCustomer(db, [row.customer_id])).get(row.customer_id)!) : [];
   return {
     workflowKey: row?.workflow_key ?? null,
     invoiceId: row?.invoice_id ?? null,
@@ -100,7 +96,7 @@ export async function readAlertFacts(db: Queryable, runId: number): Promise<Aler
     amountDue: row?.amount_remaining == null ? null : Number(row.amount_remaining),
     currency: row?.currency ?? null,
     hostedInvoiceUrl: row?.hosted_invoice_url ?? null,
-    mrr: mrr.map((m) => ({ currency: m.currency, mrrMinor: Number(m.mrr_minor) })),
+    mrr: mrr.map(([currency, mrrMinor]) => ({ currency, mrrMinor })),
     declineReason: row?.decline ?? null,
     firstFailedAt: row?.first_failed_at ?? null,
     caseState: row?.case_state ?? null,

@@ -4,6 +4,7 @@
 // definitions that read them, the run's Stripe customer and its MRR; the run's instance settings.
 import type { Queryable } from '../db/connection.ts';
 import type { Config } from '../config.ts';
+import { liveMrrByCustomer } from '../stripe/customer-mrr.ts';
 import { failureExplains, invoiceDecline } from '../stripe/declines.ts';
 import type { DeclineClass } from '../stripe/shapes.ts';
 import { collectCountConditions, countKey, countMatchingEvents, emptyScope, forEachCondition, isComparison } from './conditions.ts';
@@ -155,13 +156,9 @@ export async function prefetchContexts(
       where decline_class <> 'unknown'
         and (invoice_id = any(${[...new Set(input.invoiceIds)]}::text[]) or (invoice_id is null and customer_id = any(${customers}::text[])))
       order by occurred_at desc, id desc`,
-    db<{ customer_id: string; currency: string; mrr: string }[]>`
-      select customer_id, currency, sum(mrr_minor)::text as mrr from subscriptions
-      where customer_id = any(${mrrCustomers}::text[]) and ${db.unsafe(LIVE_SUBSCRIPTION)}
-      group by customer_id, currency`,
+    liveMrrByCustomer(db, mrrCustomers),
   ]);
-  for (const id of mrrCustomers) p.customerMrr.set(id, {});
-  for (const row of mrr) p.customerMrr.get(row.customer_id)![row.currency] = Number(row.mrr);
+  for (const [id, byCurrency] of mrr) p.customerMrr.set(id, byCurrency);
   for (const email of emails) p.suppressions.set(email, null);
   for (const row of suppressions) p.suppressions.set(row.email, row.scope);
   // Complete for the batch's invoices and their customers; any other invoice is looked up live.
@@ -263,9 +260,6 @@ export function runSettings(config: Pick<Config, 'recovery' | 'slackWebhookUrl'>
   return { recoveryAlertMrr: threshold ?? null, slackWebhookConfigured: config.slackWebhookUrl !== undefined };
 }
 
-/** Subscriptions that count towards MRR (as the Slack alert counts them). */
-const LIVE_SUBSCRIPTION = "status in ('active', 'trialing', 'past_due', 'unpaid')";
-
 const customerReaders = new WeakMap<WorkflowDefinition, boolean>();
 
 /** Whether any condition of the definition reads `customer.*` (its MRR costs a query). */
@@ -288,12 +282,7 @@ async function loadCustomer(db: Queryable, customerId: string | null, currency: 
   if (!customerId) return null;
   // Prefetched for the batch (subscriptions are not written by the engine, so it stays valid).
   const prefetched = p?.customerMrr.get(customerId);
-  const mrrByCurrency = prefetched ? { ...prefetched } : Object.fromEntries(
-    (await db<{ currency: string; mrr: string }[]>`
-      select currency, sum(mrr_minor)::text as mrr from subscriptions
-      where customer_id = ${customerId} and ${db.unsafe(LIVE_SUBSCRIPTION)}
-      group by currency`).map((r) => [r.currency, Number(r.mrr)]),
-  );
+  const mrrByCurrency = { ...(prefetched ?? (await liveMrrByCustomer(db, [customerId])).get(customerId)) };
   const own = currency ? currency.toLowerCase() : null;
   return { id: customerId, currency: own, mrr: own ? (mrrByCurrency[own] ?? 0) : null, mrrByCurrency };
 }

@@ -43,6 +43,12 @@ export const mailsOwnContact = (def: WorkflowDefinition): boolean => def.audienc
 /** The render input a message of the run carries (see persistResult's send_email). */
 const renderInput = (def: WorkflowDefinition, state: RunState) => JSON.stringify({ trigger: state.vars.trigger.properties, options: def.options ?? null });
 
+/** The columns both message inserts write, in this order. */
+const MESSAGE_COLUMNS = 'id, run_id, step_id, workflow_key, contact_id, account_id, to_email, template, subject, category, variant, data, status, status_reason, created_at, updated_at';
+
+/** A message to a recipient without an address is recorded as skipped, with the reason. */
+const addressStatus = (email: string | null) => (email ? { status: 'queued', reason: null } : { status: 'skipped', reason: 'contact has no email address' });
+
 /**
  * The parts of a new run's insert that also queue its first emails, for a definition that mails
  * its own contact (`mailsOwnContact`): a CTE inserting the messages from the inserted run's id,
@@ -52,13 +58,13 @@ const renderInput = (def: WorkflowDefinition, state: RunState) => JSON.stringify
 export function firstEmails(tx: Tx, def: WorkflowDefinition, contact: ContactRecord, result: AdvanceResult, now: Date) {
   const sends = result.actions.flatMap((a) => (a.type === 'send_email' ? [a] : []));
   if (sends.length === 0) return null;
+  const { status, reason } = addressStatus(contact.email);
   return tx`
     , first_emails as (
-      insert into messages (id, run_id, step_id, workflow_key, contact_id, account_id, to_email, template, subject,
-                            category, variant, data, status, status_reason, created_at, updated_at)
+      insert into messages (${tx.unsafe(MESSAGE_COLUMNS)})
       select run.id || ':' || e.step_id, run.id, e.step_id, run.workflow_key, run.contact_id, run.account_id, ${contact.email},
              e.template, e.subject, e.category, e.variant, ${renderInput(def, result.state)}::text::jsonb,
-             ${contact.email ? 'queued' : 'skipped'}, ${contact.email ? null : 'contact has no email address'}, ${now}, ${now}
+             ${status}, ${reason}, ${now}, ${now}
       from run, unnest(${sends.map((a) => a.stepId)}::text[], ${sends.map((a) => a.template)}::text[], ${sends.map((a) => a.subject)}::text[],
                        ${sends.map((a) => a.category)}::text[], ${sends.map((a) => a.variant)}::text[])
         with ordinality as e(step_id, template, subject, category, variant, n)
@@ -112,13 +118,12 @@ export async function persistResult(ctx: EngineContext, tx: Tx, def: WorkflowDef
           if (cache) forgetContact(cache.context, r.id);
           if (r.email) queuedEmail = true;
           const id = to.length > 1 ? `${key}:${r.id}` : key;
+          const { status, reason } = addressStatus(r.email);
           await tx`
-            insert into messages (id, run_id, step_id, workflow_key, contact_id, account_id, to_email, template, subject,
-                                  category, variant, data, status, status_reason, created_at, updated_at)
+            insert into messages (${tx.unsafe(MESSAGE_COLUMNS)})
             values (${id}, ${run.id}, ${action.stepId}, ${run.workflow_key}, ${r.id}, ${run.account_id}, ${r.email},
                     ${action.template}, ${action.subject}, ${action.category}, ${action.variant},
-                    ${renderInput(def, state)}::text::jsonb,
-                    ${r.email ? 'queued' : 'skipped'}, ${r.email ? null : 'contact has no email address'}, ${now}, ${now})
+                    ${renderInput(def, state)}::text::jsonb, ${status}, ${reason}, ${now}, ${now})
             on conflict (id) do nothing`;
         }
         break;
