@@ -9,6 +9,7 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const NODE = path.join(ROOT, 'node_modules', '.bin', 'node');
@@ -47,11 +48,23 @@ function run(command: string, args: string[], env: Record<string, string>, detac
   return { child, out: () => out, exited };
 }
 
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
 async function tempEnv(t: import('node:test').TestContext, offset: number): Promise<Record<string, string>> {
   const root = await mkdtemp(path.join(tmpdir(), 'lifeline-daemon-'));
   await chmod(root, 0o755); // as root, PostgreSQL runs as `postgres` and must enter it
   t.after(() => rm(root, { recursive: true, force: true }));
-  const base = 20_000 + ((process.pid * 7 + offset * 101) % 20_000);
+  // Below the kernel's ephemeral range (32768+ here): a port in it can be taken at any moment by
+  // an outgoing connection (the suite holds hundreds to PostgreSQL), and the embedded PostgreSQL
+  // then fails to start (CI: "did not start … port 39856"). Probed free as well (both ports).
+  let base = 20_000 + ((process.pid * 7 + offset * 101) % 12_000);
+  while (!((await portFree(base)) && (await portFree(base + 1)))) base = 20_000 + ((base - 20_000 + 2) % 12_000);
   return { LIFELINE_DATA_DIR: path.join(root, 'pgdata'), EMBEDDED_PG_PORT: String(base), PORT: String(base + 1), HOST: '127.0.0.1', LIFELINE_OUTBOX_DIR: path.join(root, 'outbox'), ENGINE_TICK_MS: '200' };
 }
 
