@@ -73,7 +73,7 @@ export async function startService(options: {
     const templates = await loadTemplates({ brand: config.brand });
     await runMigrations(databaseUrl);
     const sql = createSql(databaseUrl, { max: config.dbPoolMax });
-    await seedBuiltins(sql, builtinDefinitions, clock.now());
+    await sql.begin((tx) => seedBuiltins(tx, builtinDefinitions, clock.now()));
     // Stored workflows that fail the publishing checks now (e.g. a template since removed): say so at start-up.
     for (const problem of await currentDefinitionProblems(sql, templates)) {
       logger.warn({ workflow: problem.key, version: problem.version, paused: problem.paused, errors: problem.errors }, 'workflow definition fails the publishing checks; its sends may fail');

@@ -309,6 +309,8 @@ export const domainEvents = pgTable(
     engineLane: smallint('engine_lane').generatedAlwaysAs(sql`(hashtext(coalesce(contact_id, 0)::text) & 7)`),
     engineAttempts: integer('engine_attempts').notNull().default(0),
     engineRetryAt: tstz('engine_retry_at'),
+    /** recorded as consumed because no workflow hears it (migration 0017, workflows/fact-listeners.ts) */
+    engineSkipped: boolean('engine_skipped').notNull().default(false),
   },
   (t) => [
     uniqueIndex('domain_events_dedupe_key').on(t.dedupeKey),

@@ -22,6 +22,7 @@ import {
   type ContactRow,
 } from '../contacts/contact-store.ts';
 import { recordDomainEvent, recordDomainEvents, type DomainEventInput } from '../timeline/domain-event-store.ts';
+import type { ListenedNames } from '../workflows/fact-listeners.ts';
 
 export interface ProductEventRow {
   id: number;
@@ -56,7 +57,7 @@ function fact(row: ProductEventRow, contact: { id: number; stripe_customer_id: s
 }
 
 /** One message on its own (the fallback path). */
-export async function processProductEvent(db: Queryable, row: ProductEventRow, now: Date): Promise<void> {
+export async function processProductEvent(db: Queryable, row: ProductEventRow, now: Date, listened?: ListenedNames): Promise<void> {
   const identity = { userId: row.user_id, anonymousId: row.anonymous_id };
   const contact = await upsertContact(db, identity, row.kind === 'identify' ? (row.traits ?? {}) : {}, now, row.timestamp);
   let accountId: number | null = null;
@@ -65,7 +66,7 @@ export async function processProductEvent(db: Queryable, row: ProductEventRow, n
     await addAccountMember(db, account.id, contact.id, now);
     accountId = account.id;
   }
-  await recordDomainEvent(db, fact(row, contact, accountId), now);
+  await recordDomainEvent(db, fact(row, contact, accountId), now, listened);
 }
 
 /**
@@ -119,8 +120,10 @@ export async function productIdentityKeys(db: Queryable, rows: ProductEventRow[]
  * upsertContact one at a time, in order; the common case (tracks and trait updates of known
  * contacts) is set-based. All or nothing: the caller runs it in a savepoint and falls back to
  * processProductEvent per message if it throws. The caller has taken the identity locks.
+ * `listened`: the fact names some workflow hears (FactListeners.current, taken in this
+ * transaction); facts of other names are recorded as consumed by the engine.
  */
-export async function processProductBatch(db: Queryable, rows: ProductEventRow[], now: Date): Promise<void> {
+export async function processProductBatch(db: Queryable, rows: ProductEventRow[], now: Date, listened?: ListenedNames): Promise<void> {
   if (rows.length === 0) return;
   // 1. Accounts: create the missing ones (sorted), then `group` traits (sorted, per trait latest).
   const accounts = await ensureAccounts(db, rows.flatMap((r) => (r.group_id ? [r.group_id] : [])), now);
@@ -189,7 +192,7 @@ export async function processProductBatch(db: Queryable, rows: ProductEventRow[]
   const flush = async () => {
     await patchContacts(db, [...contactPatches.values()], now);
     await addAccountMembers(db, members, now);
-    await recordDomainEvents(db, facts, now);
+    await recordDomainEvents(db, facts, now, listened);
     contactPatches.clear();
     members.length = 0;
     facts.length = 0;
@@ -233,7 +236,7 @@ export async function processProductBatch(db: Queryable, rows: ProductEventRow[]
     const c = await upsertContact(db, { userId: row.user_id, anonymousId: row.anonymous_id }, row.kind === 'identify' ? (row.traits ?? {}) : {}, now, row.timestamp);
     contact = c;
     if (accountId !== null) await addAccountMember(db, accountId, c.id, now);
-    await recordDomainEvent(db, fact(row, c, accountId), now);
+    await recordDomainEvent(db, fact(row, c, accountId), now, listened);
     stale = true;
   }
   await flush();

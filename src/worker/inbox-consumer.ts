@@ -13,6 +13,7 @@ import { projectStripeBatch, projectStripeEvent } from '../stripe/projector.ts';
 import { enqueueCardUpdatePayments } from '../stripe/card-update-payments.ts';
 import { schedulePreDunningChecks } from '../stripe/pre-dunning.ts';
 import { PRODUCT_QUEUE } from '../events/event-inbox.ts';
+import { factListeners } from '../workflows/fact-listeners.ts';
 import { ensureProductAccounts, processProductBatch, processProductEvent, productIdentityKeys, type ProductEventRow } from '../events/processor.ts';
 import { createBackgroundLoop } from '../work/background-loop.ts';
 import { isDatabaseConnectionError, outageAwareLogger } from '../process-errors.ts';
@@ -47,6 +48,7 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
   const batchSize = options.batchSize ?? 100;
   const concurrency = options.concurrency ?? 4;
   const { sql, clock, logger } = deps;
+  const listeners = factListeners();
   const logOutage = outageAwareLogger(logger);
   const tune = <S extends typeof STRIPE_QUEUE | typeof PRODUCT_QUEUE>(spec: S) => ({
     ...spec,
@@ -110,8 +112,10 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
       batchSize,
       async (tx, rows, report) => {
         await lockIdentities(tx, await productIdentityKeys(tx, rows));
+        // after the identity locks: the shared lock is held from here until the facts commit
+        const listened = await listeners.current(tx);
         const now = clock.now();
-        await batchOrEach(tx, rows, report, (db) => processProductBatch(db, rows, now), (db, row) => processProductEvent(db, row, now), (row) => ({ messageId: row.message_id }));
+        await batchOrEach(tx, rows, report, (db) => processProductBatch(db, rows, now, listened), (db, row) => processProductEvent(db, row, now, listened), (row) => ({ messageId: row.message_id }));
       },
       // Accounts are shared by the users of many partitions: created by the batch transaction,
       // a new account would be held uncommitted by one lane while every other lane with a

@@ -191,7 +191,7 @@ export async function workflowRoutes(app: FastifyInstance, deps: AppDeps): Promi
       const checked = checkDefinition(request.body, key, templates());
       if (!checked.ok) return invalidDefinition(reply, checked.errors);
       const previous = await getWorkflow(deps.sql, key);
-      const { version, created } = await putWorkflow(deps.sql, checked.definition, deps.clock.now());
+      const { version, created } = await deps.sql.begin((tx) => putWorkflow(tx, checked.definition, deps.clock.now()));
       const before = (previous?.definition ?? {}) as Record<string, unknown>;
       const after = checked.definition as unknown as Record<string, unknown>;
       const changed = [...new Set([...Object.keys(before), ...Object.keys(after)])].filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));

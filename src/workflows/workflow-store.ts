@@ -3,6 +3,7 @@ import type { Queryable } from '../db/connection.ts';
 import type { WorkflowDefinition } from './types.ts';
 import type { DefinitionError } from './definition-schema.ts';
 import { validateForPublish } from './publish-contracts.ts';
+import { requeueSkippedFacts } from './fact-listeners.ts';
 import type { TemplateLookup } from './publish-contracts.ts';
 
 export interface WorkflowSummary {
@@ -34,6 +35,8 @@ export async function seedBuiltins(db: Queryable, definitions: readonly Workflow
         insert into workflow_versions (key, version, definition, created_at)
         values (${definition.key}, 1, ${JSON.stringify(definition)}::text::jsonb, ${now})
         on conflict do nothing`;
+      // a built-in new to this install (an upgrade) may hear facts recorded as skipped
+      await requeueSkippedFacts(db, definition);
     }
   }
 }
@@ -71,7 +74,11 @@ export async function getWorkflow(db: Queryable, key: string): Promise<WorkflowR
   return { ...summary(row), definition: row.definition, versions: versions.map((v) => v.version) };
 }
 
-/** Store `definition` as the next version of its key (creating the workflow if new). */
+/**
+ * Store `definition` as the next version of its key (creating the workflow if new). Run it in a
+ * transaction (the API and the CLI do): the version, and the skipped facts it puts back in the
+ * engine's queue (fact-listeners.ts), commit together.
+ */
 export async function putWorkflow(db: Queryable, definition: WorkflowDefinition, now: Date): Promise<{ version: number; created: boolean }> {
   const [row] = await db<{ current_version: number; created: boolean }[]>`
     insert into workflows (key, current_version, paused, builtin, updated_at)
@@ -81,6 +88,8 @@ export async function putWorkflow(db: Queryable, definition: WorkflowDefinition,
   await db`
     insert into workflow_versions (key, version, definition, created_at)
     values (${definition.key}, ${row!.current_version}, ${JSON.stringify(definition)}::text::jsonb, ${now})`;
+  // after the insert, whose trigger took FACT_LISTENERS_LOCK: no product batch is mid-way
+  await requeueSkippedFacts(db, definition);
   return { version: row!.current_version, created: row!.created };
 }
 

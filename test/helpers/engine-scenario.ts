@@ -28,7 +28,7 @@ export async function setup(t: TestContext, env: Record<string, string> = {}) {
 export async function publish(svc: Pick<Service, 'sql'>, definition: WorkflowDefinition, now: Date): Promise<number> {
   const checked = validateDefinition(definition);
   assert.ok(checked.ok, `invalid test definition: ${JSON.stringify(!checked.ok && checked.errors)}`);
-  return (await putWorkflow(svc.sql, definition, now)).version;
+  return (await svc.sql.begin((tx) => putWorkflow(tx, definition, now))).version;
 }
 
 /** A Segment-style call with the write key, timestamped by the service clock; must answer 200. */
