@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { builtinDefinitions } from '../src/workflows/builtin/index.ts';
 import { factListeners, listenedFactNames, skippable } from '../src/workflows/fact-listeners.ts';
 import { putWorkflow } from '../src/workflows/workflow-store.ts';
+import { recordDomainEvents } from '../src/timeline/domain-event-store.ts';
 import type { WorkflowDefinition } from '../src/workflows/types.ts';
 import { post, publish, setup } from './helpers/engine-scenario.ts';
 
@@ -60,6 +61,27 @@ test('an unheard product event is recorded as consumed and never queued for the 
   // the skipped fact still counts where facts are read (timeline, conditions): it is on the timeline
   const [queued] = await svc.sql<{ n: number }[]>`select count(*)::int as n from domain_events where engine_processed_at is null`;
   assert.equal(queued!.n, 1);
+});
+
+test('recordDomainEvents records a batch with some facts skipped in one statement (the set-based path, not a fallback)', async (t) => {
+  const { svc, clock } = await setup(t);
+  const [contact] = await svc.sql<{ id: number }[]>`insert into contacts (user_id, traits, created_at, updated_at) values ('u1', '{}', ${clock.now()}, ${clock.now()}) returning id`;
+  const fact = (name: string, n: number) => ({
+    name, source: 'product' as const, sourceId: `m${n}`, dedupeKey: `product:m${n}`, contactId: contact!.id, accountId: null,
+    stripeCustomerId: null, subjectId: null, properties: { n }, occurredAt: clock.now(),
+  });
+  const listened = listenedFactNames(builtinDefinitions);
+  const fresh = await recordDomainEvents(svc.sql, [fact('Dashboard Viewed', 1), fact('Project Created', 2), fact('Feature Used', 3)], clock.now(), listened);
+  assert.equal(fresh.size, 3);
+  const rows = await svc.sql<{ name: string; engine_skipped: boolean; done: boolean }[]>`
+    select name, engine_skipped, engine_processed_at is not null as done from domain_events order by id`;
+  assert.deepEqual(rows.map((r) => [r.name, r.engine_skipped, r.done]), [
+    ['Dashboard Viewed', true, true], ['Project Created', false, false], ['Feature Used', true, true],
+  ]);
+  // without a set (Stripe facts, pre-dunning): nothing is skipped
+  await recordDomainEvents(svc.sql, [fact('Dashboard Viewed', 4)], clock.now());
+  const [last] = await svc.sql<{ engine_skipped: boolean }[]>`select engine_skipped from domain_events order by id desc limit 1`;
+  assert.equal(last!.engine_skipped, false);
 });
 
 test('publishing a version that hears a skipped name re-queues the skipped facts the engine had not reached, and only those', async (t) => {

@@ -55,12 +55,13 @@ export async function recordDomainEvents(db: Queryable, events: DomainEventInput
       (name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, recorded_at,
        engine_skipped, engine_processed_at)
     select name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties::jsonb, occurred_at, ${recordedAt},
-           skip, case when skip then ${recordedAt}::timestamptz end
+           skip::boolean, case when skip::boolean then ${recordedAt}::timestamptz end
     from unnest(${events.map((e) => e.name)}::text[], ${events.map((e) => e.source)}::text[], ${events.map((e) => e.sourceId)}::text[],
                 ${events.map((e) => e.dedupeKey)}::text[], ${events.map((e) => e.contactId)}::bigint[], ${events.map((e) => e.accountId)}::bigint[],
                 ${events.map((e) => e.stripeCustomerId)}::text[], ${events.map((e) => e.subjectId)}::text[],
                 ${events.map((e) => JSON.stringify(e.properties))}::text[], ${events.map((e) => e.occurredAt.toISOString())}::timestamptz[],
-                ${skips}::boolean[])
+                -- as text: postgres.js sends a JS boolean array as one boolean, not boolean[]
+                ${skips.map((skip) => (skip ? 'true' : 'false'))}::text[])
       with ordinality as x(name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, skip, n)
     order by n
     on conflict (dedupe_key) do nothing
