@@ -57,11 +57,16 @@ test('feed lanes in two engines: no deadlock, no retry, per-contact order kept, 
   await Promise.all(pools.map((p) => p.end({ timeout: 5 })));
   await new Promise((r) => setTimeout(r, 300));
 
-  const [counts] = await svc.sql<{ total: number; done: number; retried: number; failed: number }[]>`
+  const [counts] = await svc.sql<{ total: number; done: number; retried: number; failed: number; skipped: number; skippedViews: number }[]>`
     select count(*)::int as total, count(engine_processed_at)::int as done,
-           count(*) filter (where engine_attempts <> 1)::int as retried, count(engine_error)::int as failed
+           count(*) filter (where not engine_skipped and engine_attempts <> 1)::int as retried, count(engine_error)::int as failed,
+           count(*) filter (where engine_skipped)::int as skipped,
+           count(*) filter (where engine_skipped and name = 'Page Viewed' and engine_attempts = 0)::int as "skippedViews"
     from domain_events`;
   assert.equal(counts!.done, counts!.total, 'every fact consumed');
+  // no workflow hears Page Viewed: recorded consumed, never claimed by a lane (fact-listeners.ts)
+  assert.equal(counts!.skipped, USERS);
+  assert.equal(counts!.skippedViews, USERS);
   assert.equal(counts!.failed, 0, 'no fact failed');
   assert.equal(counts!.retried, 0, 'each fact consumed in one attempt (a deadlock or a lost lease would force a retry)');
   await svc.sql`select pg_stat_clear_snapshot()`;
