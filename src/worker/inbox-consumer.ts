@@ -20,7 +20,17 @@ import { isDatabaseConnectionError, outageAwareLogger } from '../process-errors.
 import { createWorkQueue, failureText, LeaseLostError, type BatchReport, type WorkQueue } from '../work/work-queue.ts';
 
 export interface InboxConsumerOptions {
+  /** Stripe events per batch (default 100) */
   batchSize?: number;
+  /**
+   * Product messages per batch (default 500). A product batch is a fixed handful of set-based
+   * statements plus a claim and a commit, whatever its size, so the per-batch cost dominates
+   * small batches: 20,000 tracks of 2,000 users went through the inbox at ~6,000/s in batches of
+   * 100 and ~10,000/s in batches of 500 (bench/inbox-profile.ts), and the events-pipeline
+   * benchmark went from 3,015 to 4,551 events/s end to end (BENCHMARKS.md, session 8). Under a
+   * light load a batch is whatever is due, so this does not delay a lone event.
+   */
+  productBatchSize?: number;
   pollIntervalMs?: number;
   /** first retry delay after a failed attempt; doubles per attempt (capped at 15 min) */
   retryDelayMs?: number;
@@ -46,6 +56,7 @@ export interface InboxConsumer {
 
 export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logger }, options: InboxConsumerOptions = {}): InboxConsumer {
   const batchSize = options.batchSize ?? 100;
+  const productBatchSize = options.productBatchSize ?? options.batchSize ?? 500;
   const concurrency = options.concurrency ?? 4;
   const { sql, clock, logger } = deps;
   const listeners = factListeners();
@@ -109,7 +120,7 @@ export function createInboxConsumer(deps: { sql: Sql; clock: Clock; logger: Logg
 
   const productBatch = () =>
     product.runBatch<ProductEventRow>(
-      batchSize,
+      productBatchSize,
       async (tx, rows, report) => {
         await lockIdentities(tx, await productIdentityKeys(tx, rows));
         // after the identity locks: the shared lock is held from here until the facts commit
