@@ -20,6 +20,12 @@
 //     (requeueSkippedFacts): the skipped facts of the names the new version hears that come
 //     after the oldest fact still pending in their lane. Facts of a lane the engine had fully
 //     worked were fed to the old versions only, with or without skipping.
+//  The one boundary this moves: a skipped fact whose lane had nothing else pending counts as
+//  worked, although without skipping it would itself have been pending for the few
+//  milliseconds until the engine took it. So a fact recorded before a version was published
+//  starts or advances that version's runs only if its lane still had earlier facts to work
+//  through — before, that depended on the engine's lag alone. Facts recorded after the publish
+//  are never skipped for the names it hears (the lock, point 2).
 // Stripe facts are not skipped: the built-in billing recovery hears nearly all of them.
 import type { Queryable, Tx } from '../db/connection.ts';
 import { entryGuardEventNames, HOLD_RELEASES, runEventNames } from './interpreter.ts';
