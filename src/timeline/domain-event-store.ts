@@ -24,7 +24,7 @@ export interface DomainEventInput {
  * by FactListeners.current in this transaction) a fact no workflow hears is recorded as consumed.
  */
 export async function recordDomainEvent(db: Queryable, e: DomainEventInput, recordedAt: Date, listened?: ListenedNames): Promise<number | null> {
-  const skip = listened !== undefined && skippable(listened, e.name, e.contactId);
+  const skip = skippable(listened, e.name, e.contactId);
   const rows = await db<{ id: number }[]>`
     insert into domain_events
       (name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, recorded_at,
@@ -49,7 +49,7 @@ export async function recordDomainEvent(db: Queryable, e: DomainEventInput, reco
  */
 export async function recordDomainEvents(db: Queryable, events: DomainEventInput[], recordedAt: Date, listened?: ListenedNames): Promise<Set<string>> {
   if (events.length === 0) return new Set();
-  const skips = events.map((e) => listened !== undefined && skippable(listened, e.name, e.contactId));
+  const skips = events.map((e) => skippable(listened, e.name, e.contactId));
   const rows = await db<{ dedupe_key: string; engine_skipped: boolean }[]>`
     insert into domain_events
       (name, source, source_id, dedupe_key, contact_id, account_id, stripe_customer_id, subject_id, properties, occurred_at, recorded_at,

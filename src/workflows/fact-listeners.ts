@@ -28,7 +28,7 @@
 //  are never skipped for the names it hears (the lock, point 2).
 // Stripe facts are not skipped: the built-in billing recovery hears nearly all of them.
 import type { Queryable, Tx } from '../db/connection.ts';
-import { entryGuardEventNames, HOLD_RELEASES, runEventNames } from './interpreter.ts';
+import { entryEventNames, HOLD_RELEASES, runEventNames } from './interpreter.ts';
 import type { WorkflowDefinition } from './types.ts';
 
 /** Advisory lock (one bigint key) between publishing a version and recording product facts. */
@@ -40,9 +40,7 @@ export type ListenedNames = ReadonlySet<string> | 'all';
 export function namesHeardBy(definition: WorkflowDefinition): string[] | 'all' {
   const run = runEventNames(definition);
   if (run === 'all') return 'all';
-  const names = new Set([...run, ...entryGuardEventNames(definition)]);
-  if (definition.trigger.type === 'event') names.add(definition.trigger.event);
-  return [...names];
+  return [...new Set([...run, ...entryEventNames(definition)])];
 }
 
 /**
@@ -60,8 +58,12 @@ export function listenedFactNames(definitions: readonly WorkflowDefinition[]): L
   return names;
 }
 
-/** Whether the engine may skip a fact: it has no contact (the engine ignores those) or no one hears it. */
-export function skippable(listened: ListenedNames, name: string, contactId: number | null): boolean {
+/**
+ * Whether the engine may skip a fact: it has no contact (the engine ignores those) or no one
+ * hears it. Without a set (Stripe facts, pre-dunning) nothing is skipped.
+ */
+export function skippable(listened: ListenedNames | undefined, name: string, contactId: number | null): boolean {
+  if (listened === undefined) return false;
   if (contactId === null) return true;
   return listened !== 'all' && !listened.has(name);
 }

@@ -5,7 +5,7 @@
 // run-store.ts) owns the decisions' effects.
 import type { Queryable, Tx } from '../db/connection.ts';
 import { emptyPrefetch, forgetContact, prefetchContexts, type ContextPrefetch } from './context-loader.ts';
-import { entryGuardEventNames, HOLD_RELEASES, runEventNames } from './interpreter.ts';
+import { entryEventNames, entryGuardEventNames, HOLD_RELEASES, runEventNames } from './interpreter.ts';
 import type { EventFact, RunState, TraceEntry, WorkflowDefinition } from './types.ts';
 
 /** A workflow version by key and version (the engine caches them: versions never change). */
@@ -141,15 +141,8 @@ export async function writeTrace(tx: Tx, rows: { runId: number; entry: TraceEntr
  */
 export async function factsThatMatter(tx: Tx, definitionOf: DefinitionLookup, events: DomainEventRow[], live: { definition: WorkflowDefinition }[], active: RunRow[]): Promise<Set<number>> {
   const triggered = new Set<string>(RELEASING.keys());
-  for (const { definition } of live) {
-    // goal and exit facts may re-end a finished run (handleEvent, 1b)
-    for (const name of entryGuardEventNames(definition)) triggered.add(name);
-    if (definition.trigger.type === 'event') triggered.add(definition.trigger.event);
-    else {
-      triggered.add('identify');
-      triggered.add('group');
-    }
-  }
+  // goal and exit facts may re-end a finished run (handleEvent, 1b)
+  for (const { definition } of live) for (const name of entryEventNames(definition)) triggered.add(name);
   const listening = new Map<string, Set<string> | 'all'>();
   const listen = (key: string, names: string[] | 'all') => {
     const had = listening.get(key);

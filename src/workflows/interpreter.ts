@@ -335,6 +335,15 @@ export function entryGuardEventNames(definition: WorkflowDefinition): string[] {
 }
 
 /**
+ * The fact names that start a run of `definition` or re-end a finished one: its trigger
+ * (segment and date-trait triggers re-evaluate on identify and group) and its goal and exits.
+ */
+export function entryEventNames(definition: WorkflowDefinition): string[] {
+  const trigger = definition.trigger.type === 'event' ? [definition.trigger.event] : ['identify', 'group'];
+  return [...new Set([...trigger, ...entryGuardEventNames(definition)])];
+}
+
+/**
  * Why a trigger must not start a run, when a fact that happened at or after it would already
  * have converted or ended that run: e.g. `invoice.paid` (or voided, written off, subscription
  * canceled) for the invoice a late-delivered `invoice.payment_failed` is about. The run would

@@ -30,15 +30,22 @@ export async function seedBuiltins(db: Queryable, definitions: readonly Workflow
       values (${definition.key}, 1, false, true, ${now})
       on conflict (key) do nothing
       returning key`;
-    if (inserted.length > 0) {
-      await db`
-        insert into workflow_versions (key, version, definition, created_at)
-        values (${definition.key}, 1, ${JSON.stringify(definition)}::text::jsonb, ${now})
-        on conflict do nothing`;
-      // a built-in new to this install (an upgrade) may hear facts recorded as skipped
-      await requeueSkippedFacts(db, definition);
-    }
+    // a built-in new to this install (an upgrade) may hear facts recorded as skipped
+    if (inserted.length > 0) await storeVersion(db, definition, 1, now, true);
   }
+}
+
+/**
+ * Every version is stored here: the insert (whose trigger takes FACT_LISTENERS_LOCK, so no
+ * product batch is mid-way) and, in the same transaction, the skipped facts it hears put back
+ * in the engine's queue (fact-listeners.ts).
+ */
+async function storeVersion(db: Queryable, definition: WorkflowDefinition, version: number, now: Date, ifAbsent = false): Promise<void> {
+  await db`
+    insert into workflow_versions (key, version, definition, created_at)
+    values (${definition.key}, ${version}, ${JSON.stringify(definition)}::text::jsonb, ${now})
+    ${ifAbsent ? db`on conflict do nothing` : db``}`;
+  await requeueSkippedFacts(db, definition);
 }
 
 type Row = { key: string; current_version: number; paused: boolean; builtin: boolean; updated_at: Date; definition: WorkflowDefinition };
@@ -85,11 +92,7 @@ export async function putWorkflow(db: Queryable, definition: WorkflowDefinition,
     values (${definition.key}, 1, false, false, ${now})
     on conflict (key) do update set current_version = workflows.current_version + 1, updated_at = excluded.updated_at
     returning current_version, (xmax = 0) as created`;
-  await db`
-    insert into workflow_versions (key, version, definition, created_at)
-    values (${definition.key}, ${row!.current_version}, ${JSON.stringify(definition)}::text::jsonb, ${now})`;
-  // after the insert, whose trigger took FACT_LISTENERS_LOCK: no product batch is mid-way
-  await requeueSkippedFacts(db, definition);
+  await storeVersion(db, definition, row!.current_version, now);
   return { version: row!.current_version, created: row!.created };
 }
 
