@@ -18,6 +18,8 @@ export interface BenchDatabase {
   server: 'DATABASE_URL' | 'embedded';
   /** select version() */
   version: string;
+  /** Drop the database and create it again, empty (same name and URL): a scenario's clean slate. */
+  recreate(): Promise<void>;
   drop(): Promise<void>;
 }
 
@@ -61,6 +63,15 @@ export async function createBenchDatabase(): Promise<BenchDatabase> {
     name,
     server: embedded ? 'embedded' : 'DATABASE_URL',
     version,
+    async recreate() {
+      const a = postgres(finalAdminUrl, { max: 1, onnotice: () => {} });
+      try {
+        await a.unsafe(`drop database if exists ${name} with (force)`);
+        await a.unsafe(`create database ${name}`);
+      } finally {
+        await a.end();
+      }
+    },
     async drop() {
       const a = postgres(finalAdminUrl, { max: 1, onnotice: () => {} });
       await a.unsafe(`drop database if exists ${name} with (force)`).catch((err: Error) => progress('teardown', `drop database failed: ${err.message}`));

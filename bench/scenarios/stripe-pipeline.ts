@@ -131,6 +131,25 @@ async function lifeline(ctx: Parameters<Scenario['run']>[0], fake: FakeResend, n
            (select count(*)::int from messages where to_email like ${`cus_${prefix}_%`}) as queued,
            (select max(created_at) from messages where to_email like ${`cus_${prefix}_%`}) as last_queued,
            (select count(*)::int from messages where to_email like ${`cus_${prefix}_%`} and template = 'dunning-soft-1') as sent`;
+  if (o.diagnose) {
+    // Where the pipeline waits: how many events each stage had finished, every half second.
+    const marks = await sql<{ t: number; received: number; projected: number; fed: number; queued: number; sent: number }[]>`
+      with e as (select received_at, processed_at from stripe_events where id like ${`evt_${prefix}_%`}),
+           f as (select engine_processed_at from domain_events where source_id like ${`evt_${prefix}_%`}),
+           m as (select created_at, sent_at from messages where to_email like ${`cus_${prefix}_%`}),
+           t0 as (select min(received_at) as t0 from e),
+           ticks as (select generate_series(0, 40, 0.5)::float8 as t)
+      select t, (select count(*)::int from e where received_at <= t0 + t * interval '1 second') as received,
+             (select count(*)::int from e where processed_at <= t0 + t * interval '1 second') as projected,
+             (select count(*)::int from f where engine_processed_at <= t0 + t * interval '1 second') as fed,
+             (select count(*)::int from m where created_at <= t0 + t * interval '1 second') as queued,
+             (select count(*)::int from m where sent_at <= t0 + t * interval '1 second') as sent
+      from ticks, t0 order by t`;
+    for (const r of marks) {
+      progress(S, `${label} t=${r.t.toFixed(1)} s: received ${r.received}, projected ${r.projected}, fed to the engine ${r.fed}, queued ${r.queued}, sent ${r.sent}`);
+      if (r.sent >= n) break;
+    }
+  }
   for (const c of children) await c.stop({ graceful: false });
 
   const sec = (t: number | null | undefined) => (t ? (t - s.first) / 1000 : NaN);
