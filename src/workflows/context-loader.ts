@@ -110,23 +110,37 @@ export async function prefetchContexts(
       select contact_id, max(created_at) as at from messages
       where contact_id = any(${contactIds}::bigint[]) and category in ('lifecycle', 'marketing') and status not in ('skipped', 'failed', 'dead')
       group by contact_id`,
+    // Per contact, by index look-ups only (people → their customers → that customer's open
+    // invoices), so the cost follows the batch, not the tables. Written as one set of CTEs
+    // joined to the batch, PostgreSQL answered the EXISTS with a hashed subplan: every contact
+    // with a customer, every customer and every open invoice, scanned for each engine batch
+    // (58 ms a batch with 5,000 customers, growing with them; BENCHMARKS.md, session 9). The
+    // LATERAL joins fix the order (customers drive the invoice look-up); OFFSET 0 keeps the
+    // account look-ups as parameterized index scans even when statistics still say the tables
+    // are empty.
     db<{ contact_id: number; accounts: number[]; open: boolean }[]>`
-      with c as (select distinct unnest(${contactIds}::bigint[]) as contact_id),
-      accts as (select c.contact_id, m.account_id from c join account_members m on m.contact_id = c.contact_id),
-      people as (
-        select contact_id, contact_id as person from c
-        union select a.contact_id, m.contact_id from accts a join account_members m on m.account_id = a.account_id),
-      custs as (
-        select p.contact_id, ct.stripe_customer_id as customer_id from people p join contacts ct on ct.id = p.person where ct.stripe_customer_id is not null
-        union select p.contact_id, cu.id from people p join customers cu on cu.contact_id = p.person
-        union select a.contact_id, ac.stripe_customer_id from accts a join accounts ac on ac.id = a.account_id where ac.stripe_customer_id is not null)
       select c.contact_id,
-             coalesce((select array_agg(a.account_id) from accts a where a.contact_id = c.contact_id), '{}') as accounts,
-             exists (select 1 from custs x join invoices i on i.customer_id = x.customer_id
-                     where x.contact_id = c.contact_id and i.status = 'open'
-                       and exists (select 1 from payment_failures f where f.invoice_id = i.id)
-                       and ${db.unsafe(NOT_OF_CANCELED_SUBSCRIPTION)}) as open
-      from c`,
+             coalesce((select array_agg(m.account_id) from account_members m where m.contact_id = c.contact_id), '{}') as accounts,
+             exists (
+               select 1
+               from (select c.contact_id as person
+                     union select t.contact_id from account_members m
+                           cross join lateral (select t.contact_id from account_members t where t.account_id = m.account_id offset 0) t
+                     where m.contact_id = c.contact_id) p
+               cross join lateral (
+                 select ct.stripe_customer_id as customer_id from contacts ct where ct.id = p.person and ct.stripe_customer_id is not null
+                 union all select cu.id from customers cu where cu.contact_id = p.person
+                 union all select a.stripe_customer_id from account_members m
+                           cross join lateral (select ac.stripe_customer_id from accounts ac where ac.id = m.account_id and ac.stripe_customer_id is not null offset 0) a
+                   where p.person = c.contact_id and m.contact_id = c.contact_id) x
+               cross join lateral (
+                 select 1 from invoices i
+                 where i.customer_id = x.customer_id and i.status = 'open'
+                   and exists (select 1 from payment_failures f where f.invoice_id = i.id)
+                   and ${db.unsafe(NOT_OF_CANCELED_SUBSCRIPTION)}
+                 limit 1) o
+             ) as open
+      from (select distinct unnest(${contactIds}::bigint[]) as contact_id) c`,
   ]);
   for (const id of contactIds) {
     p.contacts.set(id, null);
