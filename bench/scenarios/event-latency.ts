@@ -189,6 +189,13 @@ async function measure(
   const line = (xs: number[]) => `p50 ${fmt(pct(xs, 50))} / p99 ${fmt(pct(xs, 99))} / max ${fmt(pct(xs, 100))} ms`;
   progress(options.label, `to Resend: ${line(toResend)} (${toResend.length}/${items.length} arrived${missing ? `, ${missing} NOT within ${RECEIPT_LIMIT_MS / 1000}s` : ''}); to recorded sent: ${line(toRecorded)}`);
   progress(options.label, `stages p50/p99 ms: ${Object.entries(stages).map(([k, v]) => `${k} ${fmt(pct(v, 50))}/${fmt(pct(v, 99))}`).join('; ')}`);
+  // When the slowest facts were sent (a tail at the start is the new process warming up; one in
+  // the middle, a pause of the machine or of the service).
+  const slowest = timed
+    .map((t, i) => ({ i, at: (t.start - timed[0]!.start) / 1000, total: t.received === null ? Infinity : t.received - t.start }))
+    .sort((a, b) => b.total - a.total)
+    .slice(0, 3);
+  progress(options.label, `slowest: ${slowest.map((s) => `#${s.i + 1} (sent at ${s.at.toFixed(1)} s) ${fmt(s.total)} ms`).join(', ')}`);
   return { items: timed, http: result, toResend, toRecorded, missing, stages };
 }
 
