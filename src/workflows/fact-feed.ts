@@ -8,6 +8,7 @@ import { lockContacts } from './contact-locks.ts';
 import {
   contactsTouchedBy,
   isTransient,
+  knownGuardFacts,
   prefetchFeed,
   relatedGroups,
   RELEASING,
@@ -48,15 +49,8 @@ export async function feed(ctx: EngineContext, tx: Tx, run: RunRow, fact: Fact, 
   let known: EventFact[] = [];
   const names = entryGuardEventNames(def);
   if (fact.type === 'event' && names.includes(fact.event.name) && run.state?.vars?.trigger) {
-    const from = new Date(run.state.vars.trigger.occurredAt);
-    const to = new Date(fact.event.occurredAt);
-    const cached = cache && names.every((n) => cache.guardNames.has(n)) ? cache.guardFacts.get(Number(run.contact_id)) ?? [] : null;
-    known = cached
-      ? cached.filter((f) => names.includes(f.name) && f.occurred_at >= from && f.occurred_at < to).map(toFact)
-      : (await tx<DomainEventRow[]>`
-          select id, name, contact_id, account_id, properties, occurred_at from domain_events
-          where contact_id = ${run.contact_id} and name = any(${names}::text[]) and occurred_at >= ${from} and occurred_at < ${to}
-          order by occurred_at, id`).map(toFact);
+    const accountRun = def.audience === 'account_admins' && run.account_id !== null ? Number(run.account_id) : null;
+    known = await knownGuardFacts(tx, cache, names, { contactId: Number(run.contact_id), accountId: accountRun }, new Date(run.state.vars.trigger.occurredAt), new Date(fact.event.occurredAt));
   }
   const result = advance(def, run.state, fact, context, now, known);
   await persistResult(ctx, tx, def, run, contact, result, cache);
@@ -92,17 +86,23 @@ export async function handleEvent(ctx: EngineContext, tx: Tx, event: DomainEvent
     await feed(ctx, tx, run, { type: 'event', event: fact }, cache);
   }
 
-  // 1b. Runs of this contact that already ended on a goal or exit fact that happened after
-  //     this one: fed it, they end on it instead (advance → reEnd), as in event order.
+  // 1b. Runs of this contact (and account-level runs of its account) that already ended on a
+  //     goal or exit fact that happened after this one: fed it, they end on it instead
+  //     (advance → reEnd), as in event order.
   const endKeys = live.filter((w) => entryGuardEventNames(w.definition).includes(fact.name)).map((w) => w.definition.key);
   if (endKeys.length > 0) {
     const ended = await tx<RunRow[]>`
       select id, workflow_key, version, contact_id, account_id, status, state, due_at from workflow_runs
-      where workflow_key = any(${endKeys}::text[]) and contact_id = ${event.contact_id} and status in ('converted', 'exited')
+      where workflow_key = any(${endKeys}::text[]) and status in ('converted', 'exited')
+        and (contact_id = ${event.contact_id} or (${event.account_id}::bigint is not null and account_id = ${event.account_id}))
         and (state->'endedBy'->>'occurredAt')::timestamptz > ${event.occurred_at}
         and (state->'vars'->'trigger'->>'occurredAt')::timestamptz <= ${event.occurred_at}
       order by id for update`;
-    for (const run of ended) await feed(ctx, tx, run, { type: 'event', event: fact }, cache);
+    for (const run of ended) {
+      // Another member's run hears this fact only when it is about the account (as in 1).
+      if (run.contact_id !== event.contact_id && (await ctx.definitions.definitionOf(tx, run.workflow_key, run.version))?.audience !== 'account_admins') continue;
+      await feed(ctx, tx, run, { type: 'event', event: fact }, cache);
+    }
   }
 
   // 2. Triggers.

@@ -120,6 +120,45 @@ export async function contactsTouchedBy(tx: Tx, events: DomainEventRow[]): Promi
   return rows.map((r) => Number(r.id));
 }
 
+/**
+ * The recorded goal and exit facts (`names`, from `from` on, before `to` when given) that a run
+ * hears: its contact's, and for an account-level run (`accountId`) every member's facts about
+ * its account, as handleEvent feeds them. A Stripe fact is about an account when the projection
+ * attributed it there, or when it is about the account's Stripe customer (the account's own, or
+ * the customer whose contact's first account it is): the projection attributes a fact to the
+ * account linked when it is recorded, and a link delivered after the fact (a group call that
+ * happened before it) would otherwise hide from a run entered on that link a goal that came
+ * after its trigger. Contact-level look-ups come from the batch's cache when it holds them.
+ */
+export async function knownGuardFacts(
+  tx: Tx,
+  cache: FeedCache | undefined,
+  names: readonly string[],
+  who: { contactId: number; accountId: number | null },
+  from: Date,
+  to: Date | null = null,
+): Promise<EventFact[]> {
+  if (names.length === 0) return [];
+  if (who.accountId === null && cache && names.every((n) => cache.guardNames.has(n))) {
+    return (cache.guardFacts.get(who.contactId) ?? [])
+      .filter((f) => names.includes(f.name) && f.occurred_at.getTime() >= from.getTime() && (to === null || f.occurred_at.getTime() < to.getTime()))
+      .map(toFact);
+  }
+  const aboutAccount = who.accountId === null
+    ? tx`false`
+    : tx`account_id = ${who.accountId}
+         or stripe_customer_id in (
+           select a.stripe_customer_id from accounts a where a.id = ${who.accountId} and a.stripe_customer_id is not null
+           union select cu.id from customers cu
+           where (select m.account_id from account_members m where m.contact_id = cu.contact_id order by m.joined_at limit 1) = ${who.accountId})`;
+  const rows = await tx<DomainEventRow[]>`
+    select id, name, contact_id, account_id, properties, occurred_at from domain_events
+    where (contact_id = ${who.contactId} or ${aboutAccount})
+      and name = any(${[...names]}::text[]) and occurred_at >= ${from} and (${to}::timestamptz is null or occurred_at < ${to})
+    order by occurred_at, id`;
+  return rows.map(toFact);
+}
+
 /** The decision traces of a batch, in one statement at its end. */
 export async function writeTrace(tx: Tx, rows: { runId: number; entry: TraceEntry }[]): Promise<void> {
   if (rows.length === 0) return;

@@ -3,7 +3,7 @@
 // the runs a late earlier entry withdraws.
 import type { Tx } from '../db/connection.ts';
 import { entryDecision, entryGuardEventNames, matchesTrigger, startRun, supersededEntry, type ExistingRun } from './interpreter.ts';
-import { existingRunColumns, toFact, touched, writeTrace, type DomainEventRow, type FeedCache, type RunRow } from './feed-batch.ts';
+import { existingRunColumns, knownGuardFacts, touched, writeTrace, type FeedCache, type RunRow } from './feed-batch.ts';
 import { loadContext, type ContactRecord } from './context-loader.ts';
 import type { EngineContext } from './engine-context.ts';
 import { firstEmails, mailsOwnContact, persistResult, runColumns } from './run-store.ts';
@@ -44,18 +44,10 @@ export async function enter(
         from workflow_runs
         where workflow_key = ${def.key} and ${perAccount ? tx`account_id = ${resolvedAccount}` : tx`contact_id = ${contact.id}`}`;
   // Facts that would end the run, already recorded (delivered before the trigger): the
-  // interpreter refuses entry when one happened at or after the trigger.
-  const guardNames = entryGuardEventNames(def);
+  // interpreter refuses entry when one happened at or after the trigger. An account-level run
+  // hears every member's facts about its account (handleEvent), so its guard reads those too.
   const triggerAt = new Date(trigger.occurredAt);
-  const cachedFacts = cache && guardNames.every((n) => cache.guardNames.has(n)) ? cache.guardFacts.get(Number(contact.id)) ?? [] : null;
-  const known = guardNames.length === 0
-    ? []
-    : cachedFacts
-      ? cachedFacts.filter((f) => guardNames.includes(f.name) && f.occurred_at.getTime() >= triggerAt.getTime()).map(toFact)
-      : (await tx<DomainEventRow[]>`
-          select id, name, contact_id, account_id, properties, occurred_at from domain_events
-          where contact_id = ${contact.id} and name = any(${guardNames}::text[]) and occurred_at >= ${triggerAt}
-          order by occurred_at, id`).map(toFact);
+  const known = await knownGuardFacts(tx, cache, entryGuardEventNames(def), { contactId: Number(contact.id), accountId: perAccount ? resolvedAccount : null }, triggerAt);
   const decision = entryDecision(def, trigger, context, existing, now, known);
   if (!decision.enter) {
     logger.debug({ workflow: def.key, contactId: contact.id, reason: decision.reason }, 'not entered');

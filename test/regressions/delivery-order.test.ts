@@ -275,3 +275,18 @@ test('an email due before any event told us the address is skipped (not an extra
   const skipped = await other.svc.sql<{ status_reason: string }[]>`select status_reason from messages where template = 'winback-restore'`;
   assert.deepEqual(skipped.map((m) => m.status_reason), ['contact has no email address']);
 });
+
+// The everything property's counter-example in session 9 (seed -1291632348, path 2:3), shrunk by
+// hand: #0 u_0 group acct_0 usage_pct=92, #1 sub_0_1 created, #2 sub_0_1 upgraded (MRR up). In
+// order, expansion-usage starts for the account on the group call and converts on the upgrade.
+// Delivered subscription first, then the group call and the upgrade in one pass: the upgrade's
+// fact was recorded before the group call linked the account, so it carries no account; the run
+// entered on the group call then did not see its goal (already reached, after its trigger) and
+// stayed active. Fixed: an account-level run's guard reads the facts about the account's Stripe
+// customers too, so the entry is refused as already converted (a superseded entry, no email).
+test('an upgrade recorded before the group call that links its account still converts the account-level run', async () => {
+  await sameAsInOrder([intent(0, 'group', 2), intent(0, 'sub_create'), intent(0, 'sub_update', 1)], '1 | 0 2 |', ['runs', 'emails'], true);
+  const status = async (h: Harness) => (await h.svc.sql<{ status: string }[]>`select status from workflow_runs where workflow_key = 'expansion-usage'`).map((r) => r.status);
+  assert.deepEqual(await status(ref), ['converted'], 'in order the run starts on the group call and converts on the upgrade');
+  assert.deepEqual(await status(other), ['superseded'], 'out of order the entry is refused: its goal is already recorded');
+});
