@@ -144,18 +144,27 @@ export async function knownGuardFacts(
       .filter((f) => names.includes(f.name) && f.occurred_at.getTime() >= from.getTime() && (to === null || f.occurred_at.getTime() < to.getTime()))
       .map(toFact);
   }
-  const aboutAccount = who.accountId === null
-    ? tx`false`
-    : tx`account_id = ${who.accountId}
-         or stripe_customer_id in (
-           select a.stripe_customer_id from accounts a where a.id = ${who.accountId} and a.stripe_customer_id is not null
-           union select cu.id from customers cu
-           where (select m.account_id from account_members m where m.contact_id = cu.contact_id order by m.joined_at limit 1) = ${who.accountId})`;
-  const rows = await tx<DomainEventRow[]>`
-    select id, name, contact_id, account_id, properties, occurred_at from domain_events
-    where (contact_id = ${who.contactId} or ${aboutAccount})
-      and name = any(${[...names]}::text[]) and occurred_at >= ${from} and (${to}::timestamptz is null or occurred_at < ${to})
-    order by occurred_at, id`;
+  // One index look-up per way a fact can be about the run (contact, account, the account's
+  // customers), not one OR over them: an OR with the customer sub-select would scan the timeline.
+  const window = (db: Tx) => db`name = any(${[...names]}::text[]) and occurred_at >= ${from} and (${to}::timestamptz is null or occurred_at < ${to})`;
+  const columns = 'id, name, contact_id, account_id, properties, occurred_at';
+  const rows = who.accountId === null
+    ? await tx<DomainEventRow[]>`
+        select ${tx.unsafe(columns)} from domain_events where contact_id = ${who.contactId} and ${window(tx)}
+        order by occurred_at, id`
+    : await tx<DomainEventRow[]>`
+        select ${tx.unsafe(columns)} from domain_events where contact_id = ${who.contactId} and ${window(tx)}
+        union
+        select ${tx.unsafe(columns)} from domain_events where account_id = ${who.accountId} and ${window(tx)}
+        union
+        select ${tx.unsafe(columns)} from domain_events
+        where stripe_customer_id = any(array(
+            select a.stripe_customer_id from accounts a where a.id = ${who.accountId} and a.stripe_customer_id is not null
+            union select cu.id from account_members am join customers cu on cu.contact_id = am.contact_id
+            where am.account_id = ${who.accountId}
+              and (select m.account_id from account_members m where m.contact_id = cu.contact_id order by m.joined_at limit 1) = ${who.accountId}))
+          and ${window(tx)}
+        order by occurred_at, id`;
   return rows.map(toFact);
 }
 
