@@ -56,6 +56,10 @@ export async function feed(ctx: EngineContext, tx: Tx, run: RunRow, fact: Fact, 
   await persistResult(ctx, tx, def, run, contact, result, cache);
 }
 
+/** A run hears its own contact's facts; an account-level run also its account's, from any member. */
+const hearsMembersFacts = (run: RunRow, def: WorkflowDefinition | null | undefined, event: DomainEventRow): boolean =>
+  run.contact_id === event.contact_id || def?.audience === 'account_admins';
+
 /** One fact of the timeline: fed to the runs it concerns, then to the triggers of the live workflows. */
 export async function handleEvent(ctx: EngineContext, tx: Tx, event: DomainEventRow, live: { version: number; definition: WorkflowDefinition }[], cache?: FeedCache): Promise<void> {
   const { clock, config } = ctx;
@@ -80,7 +84,7 @@ export async function handleEvent(ctx: EngineContext, tx: Tx, event: DomainEvent
   for (const run of runs) {
     const def = await ctx.definitions.definitionOf(tx, run.workflow_key, run.version);
     if (!def) continue;
-    if (run.contact_id !== event.contact_id && def.audience !== 'account_admins') continue;
+    if (!hearsMembersFacts(run, def, event)) continue;
     const names = runEventNames(def);
     if (names !== 'all' && !names.includes(fact.name)) continue;
     await feed(ctx, tx, run, { type: 'event', event: fact }, cache);
@@ -99,8 +103,8 @@ export async function handleEvent(ctx: EngineContext, tx: Tx, event: DomainEvent
         and (state->'vars'->'trigger'->>'occurredAt')::timestamptz <= ${event.occurred_at}
       order by id for update`;
     for (const run of ended) {
-      // Another member's run hears this fact only when it is about the account (as in 1).
-      if (run.contact_id !== event.contact_id && (await ctx.definitions.definitionOf(tx, run.workflow_key, run.version))?.audience !== 'account_admins') continue;
+      const def = await ctx.definitions.definitionOf(tx, run.workflow_key, run.version);
+      if (!hearsMembersFacts(run, def, event)) continue;
       await feed(ctx, tx, run, { type: 'event', event: fact }, cache);
     }
   }
